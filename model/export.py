@@ -347,20 +347,26 @@ def quantize_int8(proto, calibration: Sequence[tuple[np.ndarray, np.ndarray]]):
     exclude = [
         n.name for n in proto.graph.node if n.name.startswith(FLOAT_SCOPES) or not n.name.startswith("/fnac/")
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        src, pre, dst = (Path(tmp) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        onnx.save(proto, str(src))
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(
-            str(pre),
-            str(dst),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=exclude,
-            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
-        )
-        return onnx.load(str(dst))
+    root_logger = logging.getLogger()
+    previous_level = root_logger.level
+    root_logger.setLevel(max(previous_level, logging.WARNING))  # the quantizer logs every bias copy at INFO
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            src, pre, dst = (Path(tmp) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+            onnx.save(proto, str(src))
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre),
+                str(dst),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=exclude,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+            return onnx.load(str(dst))
+    finally:
+        root_logger.setLevel(previous_level)
