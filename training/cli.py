@@ -7,6 +7,7 @@ instant and `fnac serve` / `fnac score` run where torch is not installed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -107,17 +108,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     raise CLIError(f"unknown benchmark {args.target!r}")
 
 
-def _not_available(verb: str):
+# Verbs whose options and code live in their own module (`add_arguments(parser)`, `run(args) -> int`).
+MODULE_VERBS = {
+    "synth": ("training.synth", "generate the synthetic sounding-objects benchmark (VGG-SS layout)"),
+    "prepare": ("training.prepare", "turn a folder or CSV of videos into a dataset directory"),
+    "train": ("training.train", "train FNAC (or the contrastive baseline) on a dataset directory"),
+    "eval": ("training.evaluate", "evaluate a checkpoint or ONNX model with the official protocol"),
+    "score": ("training.score", "score videos or frame+audio pairs offline to JSONL"),
+}
+
+
+def _module_runner(module: str):
     def run(args: argparse.Namespace) -> int:
-        raise CLIError(f"`fnac {verb}` is not available in this version yet")
+        return importlib.import_module(module).run(args)
 
     return run
+
+
+def _module_description(module: str) -> str | None:
+    return importlib.import_module(module).__doc__
 
 
 # ---------------------------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fnac", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -202,19 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per service load level (default 10)")
     p.add_argument("--json", help="also write the results as JSON to this file")
 
-    for name, text in [
-        ("synth", "generate the synthetic sounding-objects benchmark"),
-        ("prepare", "turn a folder or CSV of videos into a dataset directory"),
-        ("train", "train FNAC (or the contrastive baseline) on a dataset directory"),
-        ("eval", "evaluate a checkpoint or ONNX model with the official protocol"),
-        ("score", "score videos or frame+audio pairs offline to JSONL"),
-    ]:
-        verb(name, text, _not_available(name))
+    for name, (module, text) in MODULE_VERBS.items():
+        p = verb(
+            name, text, _module_runner(module), _module_description(module) if name == selected else None
+        )
+        if name == selected:  # import a verb's module (and its options) only when that verb runs
+            importlib.import_module(module).add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(selected if selected in MODULE_VERBS else None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"

@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from training import metrics
+from training.cli import main
+from training.evaluate import DatasetError, evaluate
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    from training.synth import make_synth
+
+    root = tmp_path_factory.mktemp("synth")
+    make_synth(root, n_classes=6, n_train=4, n_val=4, n_test=12, image_size=64, seed=3)
+    return root
+
+
+def test_eval_onnx_report_plot_and_threshold(tmp_path, synth_dir, tiny_model):
+    from model.export import export_onnx, read_metadata
+
+    model_path = tmp_path / "m.onnx"
+    export_onnx(tiny_model, model_path, {"model_name": "t"})
+    report_path = tmp_path / "r" / "report.json"
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(model_path),
+            "--data",
+            str(synth_dir),
+            "--report",
+            str(report_path),
+            "--write-threshold",
+        ]
+    )
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert report["n"] == 12 and report["annotated"] == 12 and report["interpolation"] == "bicubic"
+    for key in ("ap50", "mean_ciou", "auc"):
+        assert 0.0 <= report[key] <= 1.0
+    assert set(report["negatives"]) >= {"silence", "noise", "offscreen", "all"}
+    assert report_path.with_suffix(".png").stat().st_size > 1000
+    # The calibrated threshold landed in the model's own metadata.
+    threshold = float(read_metadata(model_path)["sounding_threshold"])
+    assert threshold == pytest.approx(report["sounding_calibration"]["threshold"])
+    onnx.checker.check_model(onnx.load(model_path))
+    # The per-sample cIoUs reproduce the summary with an independent computation.
+    cious = np.array([s["ciou"] for s in report["per_sample"]])
+    assert report["ap50"] == pytest.approx(np.mean(cious >= 0.5))
+    assert report["mean_ciou"] == pytest.approx(cious.mean())
+
+
+def test_checkpoint_and_onnx_agree(tiny_checkpoint, tiny_onnx_model, synth_dir):
+    from_ckpt, _, _ = evaluate(tiny_checkpoint, synth_dir, progress=False, negatives=False)
+    from_onnx, _, _ = evaluate(tiny_onnx_model, synth_dir, progress=False, negatives=False)
+    assert from_ckpt["mean_ciou"] == pytest.approx(from_onnx["mean_ciou"], abs=1e-4)
+    assert from_ckpt["centre_prior"] == from_onnx["centre_prior"]
+
+
+def test_eval_uses_intersection_and_reports_it(tmp_path, synth_dir, tiny_onnx_model):
+    import shutil
+
+    data = tmp_path / "partial"
+    shutil.copytree(synth_dir, data)
+    ids = [e["file"] for e in json.loads((data / "vggss.json").read_text())]
+    (data / "frames" / f"{ids[0]}.jpg").unlink()
+    (data / "audio" / f"{ids[1]}.wav").write_bytes(b"corrupt")
+    report, _, _ = evaluate(tiny_onnx_model, data, progress=False, negatives=False)
+    assert report["annotated"] == 12 and report["evaluated"] == 10
+    assert [f["id"] for f in report["failed"]] == [ids[1]]
+
+
+def test_eval_bilinear_is_recorded_and_bad_dirs_fail(tmp_path, synth_dir, tiny_onnx_model):
+    report, _, _ = evaluate(
+        tiny_onnx_model, synth_dir, interpolation="bilinear", progress=False, negatives=False
+    )
+    assert report["interpolation"] == "bilinear"
+    with pytest.raises(DatasetError, match="not an evaluation dataset"):
+        evaluate(tiny_onnx_model, tmp_path, progress=False)
+    assert metrics.EVAL_SIZE == 224

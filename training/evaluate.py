@@ -1,0 +1,291 @@
+"""`fnac eval`: the official localization protocol on a dataset directory, for a checkpoint or an ONNX model.
+
+Reports AP50 (the papers' "cIoU"), mean cIoU and AUC for the audio-visual map, a centre-prior baseline line,
+and — when the dataset carries negative-audio variants — how well the raw `score` separates real sounds from
+silence, noise and off-screen sounds (AUROC), with an optional calibrated `sounding` threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training import metrics
+from training.annotations import load_flickr_annotations, load_vggss_json
+
+log = logging.getLogger(__name__)
+NEGATIVE_KINDS = ("silence", "noise", "offscreen")
+
+
+class DatasetError(ValueError):
+    """A dataset directory that cannot be evaluated, with the reason."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    sample_rate: int
+    n_samples: int
+    image_size: int
+
+
+class Predictor:
+    """(images uint8 [B,S,S,3], audio float32 [B,N]) → (heatmap [B,h,w], score [B]) for a .pt or .onnx model."""
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None):
+        path = Path(path)
+        self.path = path
+        if path.suffix == ".onnx":
+            from service.runtime import ModelRuntime
+
+            self.runtime = ModelRuntime(path, providers=providers)
+            meta = self.runtime.metadata
+            self.spec = InputSpec(meta.sample_rate, meta.n_samples, meta.image_size)
+            self.name = self.runtime.model_id
+            self._run = self.runtime.run
+        else:
+            import torch
+
+            from model.checkpoint import load_model
+            from model.fnac import FNACLocalizer
+
+            model, ckpt = load_model(path)
+            self.localizer = FNACLocalizer(model).eval()
+            config = model.config
+            self.spec = InputSpec(config.sample_rate, config.n_samples, config.image_size)
+            self.name = (
+                f"{ckpt['metadata'].get('model_name', path.stem)}@{ckpt['metadata']['weights_sha256'][:12]}"
+            )
+
+            def run(images, audio):
+                with torch.inference_mode():
+                    heatmap, score = self.localizer(torch.from_numpy(images), torch.from_numpy(audio))
+                return heatmap.numpy(), score.numpy()
+
+            self._run = run
+
+    def __call__(self, images: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._run(images, audio)
+
+
+def ground_truth(root: Path, size: int = metrics.EVAL_SIZE) -> tuple[str, dict[str, np.ndarray]]:
+    """(layout name, {id: gt map}) for a VGG-SS style (vggss.json) or Flickr-SoundNet (Annotations/) dataset."""
+    if (root / "vggss.json").is_file():
+        entries = load_vggss_json(root / "vggss.json")
+        return "vggss", {k: metrics.vggss_gt_map(e.boxes, size) for k, e in entries.items()}
+    if (root / "Annotations").is_dir():
+        boxes = load_flickr_annotations(root / "Annotations")
+        return "flickr", {k: metrics.flickr_gt_map(b, size) for k, b in boxes.items()}
+    raise DatasetError(f"{root}: no vggss.json and no Annotations/ folder; not an evaluation dataset")
+
+
+def find_media(root: Path, ids) -> dict[str, tuple[Path, Path]]:
+    frames = {p.stem: p for p in (root / "frames").glob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"}}
+    audio = {
+        p.stem: p for p in (root / "audio").glob("*") if p.suffix.lower() in {".wav", ".flac", ".mp3", ".ogg"}
+    }
+    return {i: (frames[i], audio[i]) for i in ids if i in frames and i in audio}
+
+
+def _load_inputs(frame: Path, audio: Path, spec: InputSpec):
+    from service.media import decode_audio, decode_image, fit_audio_window, resize_image
+
+    image = resize_image(decode_image(frame, name=frame.name), spec.image_size)
+    wave = decode_audio(audio, sample_rate=spec.sample_rate, name=audio.name)
+    return image, fit_audio_window(wave, spec.n_samples)
+
+
+def _load_audio(path: Path, spec: InputSpec) -> np.ndarray:
+    from service.media import decode_audio, fit_audio_window
+
+    return fit_audio_window(decode_audio(path, sample_rate=spec.sample_rate, name=path.name), spec.n_samples)
+
+
+def evaluate(
+    model_path: str | Path,
+    data: str | Path,
+    *,
+    interpolation: str = "bicubic",
+    batch_size: int = 16,
+    limit: int | None = None,
+    negatives: bool = True,
+    providers: list[str] | None = None,
+    progress: bool = True,
+) -> tuple[dict, metrics.Evaluator, metrics.Evaluator]:
+    """Run the protocol; returns (report dict, evaluator of the audio-visual maps, evaluator of the centre prior)."""
+    from tqdm import tqdm
+
+    from service.media import MediaError
+
+    root = Path(data)
+    predictor = Predictor(model_path, providers)
+    layout, gt_maps = ground_truth(root)
+    media = find_media(root, gt_maps)
+    ids = sorted(media)[:limit] if limit else sorted(media)
+    if not ids:
+        raise DatasetError(
+            f"{root}: none of the {len(gt_maps)} annotated ids has both a frame and an audio file"
+        )
+    log.info("evaluating %d of %d annotated samples (%s layout)", len(ids), len(gt_maps), layout)
+
+    av = metrics.Evaluator(interpolation=interpolation)
+    prior = metrics.Evaluator(interpolation=interpolation)
+    centre = metrics.centre_prior(kind="gaussian")
+    scores: dict[str, list[float]] = {"positive": []}
+    neg_dirs = {k: root / "negatives" / k for k in NEGATIVE_KINDS if (root / "negatives" / k).is_dir()}
+    if negatives:
+        scores.update({k: [] for k in neg_dirs})
+    failures: list[dict] = []
+    start = time.perf_counter()
+    bar = tqdm(total=len(ids), desc="eval", unit="sample", disable=not progress)
+    for first in range(0, len(ids), batch_size):
+        chunk, images, audio = [], [], []
+        for sample_id in ids[first : first + batch_size]:
+            try:
+                image, wave = _load_inputs(*media[sample_id], predictor.spec)
+            except MediaError as exc:
+                failures.append({"id": sample_id, "code": exc.code, "message": exc.message})
+                log.warning("skipping %s: %s", sample_id, exc.message)
+                continue
+            chunk.append(sample_id)
+            images.append(image)
+            audio.append(wave)
+        bar.update(len(ids[first : first + batch_size]))
+        if not chunk:
+            continue
+        images_np, audio_np = np.stack(images), np.stack(audio)
+        heatmaps, batch_scores = predictor(images_np, audio_np)
+        for sample_id, heatmap in zip(chunk, heatmaps, strict=True):
+            av.add(heatmap, gt_maps[sample_id], sample_id)
+            prior.add(centre, gt_maps[sample_id], sample_id)
+        scores["positive"] += [float(s) for s in batch_scores]
+        for kind, folder in neg_dirs.items() if negatives else ():
+            neg_audio = [(i, folder / f"{sample_id}.wav") for i, sample_id in enumerate(chunk)]
+            neg_audio = [(i, p) for i, p in neg_audio if p.is_file()]
+            if not neg_audio:
+                continue
+            waves = np.stack([_load_audio(p, predictor.spec) for _, p in neg_audio])
+            _, neg_scores = predictor(images_np[[i for i, _ in neg_audio]], waves)
+            scores[kind] += [float(s) for s in neg_scores]
+    bar.close()
+
+    report = {
+        **av.summary(),
+        "model": predictor.name,
+        "model_path": str(model_path),
+        "data": str(root),
+        "layout": layout,
+        "annotated": len(gt_maps),
+        "evaluated": len(av),
+        "failed": failures,
+        "centre_prior": prior.summary(),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    negatives_report = {}
+    for kind in neg_dirs:
+        if scores.get(kind):
+            negatives_report[kind] = {
+                "auroc": metrics.auroc(scores["positive"], scores[kind]),
+                "n": len(scores[kind]),
+                "mean_score": float(np.mean(scores[kind])),
+            }
+    if negatives_report:
+        all_neg = [s for k in negatives_report for s in scores[k]]
+        negatives_report["all"] = {"auroc": metrics.auroc(scores["positive"], all_neg), "n": len(all_neg)}
+        negatives_report["positive_mean_score"] = float(np.mean(scores["positive"]))
+        report["negatives"] = negatives_report
+        report["sounding_calibration"] = metrics.calibrate_sounding_threshold(scores["positive"], all_neg)
+    return report, av, prior
+
+
+def write_threshold(model_path: Path, threshold: float) -> None:
+    """Store a calibrated sounding threshold in the model's own metadata (ONNX metadata_props or checkpoint)."""
+    if model_path.suffix == ".onnx":
+        import onnx
+
+        from model.export import _write_atomic, set_metadata
+
+        proto = onnx.load(str(model_path))
+        set_metadata(proto, {"sounding_threshold": repr(float(threshold))})
+        _write_atomic(proto, model_path)
+    else:
+        import torch
+
+        from model.checkpoint import atomic_save
+
+        ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
+        ckpt.setdefault("metadata", {})["sounding_threshold"] = float(threshold)
+        atomic_save(ckpt, model_path)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="fnac checkpoint (.pt) or exported model (.onnx)")
+    p.add_argument(
+        "--data", required=True, help="dataset directory (vggss.json or Annotations/, frames/, audio/)"
+    )
+    p.add_argument(
+        "--report", required=True, help="report JSON to write; the success-rate curve PNG goes beside it"
+    )
+    p.add_argument(
+        "--interpolation",
+        choices=list(metrics.INTERPOLATIONS),
+        default="bicubic",
+        help="heatmap upsampling: bicubic (official train-time validation, default) or bilinear with "
+        "align_corners=True (official test.py); recorded in the report",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, help="evaluate only the first N ids (sorted)")
+    p.add_argument("--no-negatives", action="store_true", help="skip negative-audio metrics")
+    p.add_argument(
+        "--write-threshold",
+        action="store_true",
+        help="store the calibrated sounding threshold (Youden's J on positives vs negatives) in the model file",
+    )
+    p.add_argument("--providers", help="ONNX Runtime providers, comma separated (default: auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    providers = args.providers.split(",") if args.providers else None
+    report, av, prior = evaluate(
+        args.model,
+        args.data,
+        interpolation=args.interpolation,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        negatives=not args.no_negatives,
+        providers=providers,
+    )
+    report_path = Path(args.report)
+    metrics.write_report(report_path, {**report, "per_sample": av.per_sample()})
+    plot = report_path.with_suffix(".png")
+    metrics.write_success_plot(
+        plot,
+        {
+            f"audio-visual (AUC {report['auc']:.3f})": av.cious,
+            f"centre prior (AUC {report['centre_prior']['auc']:.3f})": prior.cious,
+        },
+        title=f"{report['model']} on {Path(args.data).name} ({report['interpolation']})",
+    )
+    print(
+        f"{report['model']}: AP50 {report['ap50']:.4f}  mean cIoU {report['mean_ciou']:.4f}  AUC {report['auc']:.4f}"
+        f"  n={report['n']} of {report['annotated']} annotated ({report['interpolation']})"
+    )
+    cp = report["centre_prior"]
+    print(f"centre prior: AP50 {cp['ap50']:.4f}  mean cIoU {cp['mean_ciou']:.4f}  AUC {cp['auc']:.4f}")
+    for kind, values in report.get("negatives", {}).items():
+        if isinstance(values, dict):
+            print(f"negatives {kind}: AUROC {values['auroc']:.4f} (n={values['n']})")
+    if args.write_threshold:
+        calibration = report.get("sounding_calibration")
+        if not calibration:
+            raise DatasetError(
+                "--write-threshold needs negatives/{silence,noise,offscreen}/<id>.wav in the dataset"
+            )
+        write_threshold(Path(args.model), calibration["threshold"])
+        print(f"wrote sounding_threshold {calibration['threshold']:.4f} into {args.model}")
+    print(f"report: {report_path}  curve: {plot}")
+    return 0
