@@ -1,0 +1,141 @@
+"""The synthetic benchmark: determinism, layout, box correctness, negatives, MP4 clips, priors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.annotations import load_id_list, load_synth_annotations, load_vggss_json
+from training.synth import (
+    SynthConfig,
+    evaluate_priors,
+    make_classes,
+    make_synth,
+    read_wav,
+    render_scene,
+)
+
+SMALL = dict(
+    n_classes=6, n_train=6, n_val=3, n_test=5, image_size=64, sample_rate=8000, clip_seconds=1.0, seed=3,
+    mp4_clips=1,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    make_synth(out, **SMALL)
+    return out
+
+
+def _all_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_identical_bytes_and_other_seed_differs(synth_dir, tmp_path):
+    make_synth(tmp_path / "again", **{**SMALL, "workers": 2})  # worker count must not matter
+    assert _all_bytes(tmp_path / "again") == _all_bytes(synth_dir)
+    make_synth(tmp_path / "other", **{**SMALL, "seed": 4, "mp4_clips": 0})
+    assert (tmp_path / "other" / "frames" / "test_000000.jpg").read_bytes() != (
+        synth_dir / "frames" / "test_000000.jpg"
+    ).read_bytes()
+
+
+def test_layout_is_parsed_by_the_annotation_loaders(synth_dir):
+    splits = {s: load_id_list(synth_dir / "splits" / f"{s}.txt") for s in ("train", "val", "test")}
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [6, 3, 5]
+    test = load_vggss_json(synth_dir / "vggss.json")
+    assert list(test) == splits["test"]
+    assert list(load_vggss_json(synth_dir / "vggss_val.json")) == splits["val"]
+    for ids in splits.values():
+        for i in ids:
+            assert (synth_dir / "frames" / f"{i}.jpg").is_file()
+            audio, rate = read_wav(synth_dir / "audio" / f"{i}.wav")
+            assert rate == 8000 and audio.shape == (8000,) and np.abs(audio).max() > 0.25
+    data = load_synth_annotations(synth_dir / "annotations.json")
+    assert len(data["samples"]) == 14 and len(data["classes"]) == 6
+    for sample in data["samples"]:
+        sounding = [o for o in sample["objects"] if o["sounding"]]
+        assert len(sounding) == 1 and sounding[0]["bbox"] == sample["bbox"][0]
+        assert sounding[0]["class"] == sample["class"]
+        classes = [o["class_index"] for o in sample["objects"]]
+        assert len(set(classes)) == len(classes)  # distractors are of other classes
+        assert 1 <= len(classes) - 1 <= 3
+    meta = json.loads((synth_dir / "meta.json").read_text())
+    assert meta["config"]["seed"] == 3 and meta["config"]["n_classes"] == 6
+    from PIL import Image
+
+    with Image.open(synth_dir / "frames" / f"{splits['test'][0]}.jpg") as image:
+        assert image.size == (64, 64) and image.mode == "RGB"
+
+
+def test_sounding_object_pixels_lie_inside_its_box():
+    cfg = SynthConfig(n_classes=8, image_size=96, distractors=(2, 3))
+    cfg.classes = make_classes(cfg.n_classes, 0)
+    for index in range(25):
+        rng = np.random.default_rng([0, index])
+        image, objects, masks, labels = render_scene(
+            rng, cfg, index % 8, [(index + 1) % 8, (index + 3) % 8], return_masks=True
+        )
+        for obj, mask in zip(objects, masks, strict=True):
+            x0, y0, x1, y1 = obj["bbox_px"]
+            ys, xs = np.nonzero(mask)
+            assert xs.min() == x0 and xs.max() == x1 - 1 and ys.min() == y0 and ys.max() == y1 - 1  # tight
+            assert obj["bbox"] == [x0 / 96, y0 / 96, x1 / 96, y1 / 96]
+        visible = labels == 0  # the sounding object is listed first
+        ys, xs = np.nonzero(visible)
+        x0, y0, x1, y1 = objects[0]["bbox_px"]
+        assert ys.size >= 0.6 * masks[0].sum()  # min_visible
+        assert xs.min() >= x0 and xs.max() < x1 and ys.min() >= y0 and ys.max() < y1
+        # the drawn pixels differ from the background around them: the object is really there
+        assert image.shape == (96, 96, 3)
+
+
+def test_negatives_exist_and_offscreen_class_is_absent(synth_dir):
+    test_ids = load_id_list(synth_dir / "splits" / "test.txt")
+    offscreen = json.loads((synth_dir / "negatives" / "offscreen.json").read_text())
+    samples = {s["file"]: s for s in load_synth_annotations(synth_dir / "annotations.json")["samples"]}
+    for i in test_ids:
+        silence, _ = read_wav(synth_dir / "negatives" / "silence" / f"{i}.wav")
+        noise, _ = read_wav(synth_dir / "negatives" / "noise" / f"{i}.wav")
+        other, rate = read_wav(synth_dir / "negatives" / "offscreen" / f"{i}.wav")
+        assert silence.shape == noise.shape == other.shape == (8000,) and rate == 8000
+        assert np.abs(silence).max() == 0 and noise.std() > 0.01 and np.abs(other).max() > 0.25
+        assert offscreen[i] not in {o["class"] for o in samples[i]["objects"]}
+
+
+def test_mp4_clip_decodes_with_both_streams(synth_dir):
+    av = pytest.importorskip("av")
+    clips = sorted((synth_dir / "clips").glob("*.mp4"))
+    assert [c.stem for c in clips] == ["test_000000"]
+    with av.open(str(clips[0])) as container:
+        assert container.streams.video[0].codec_context.name == "h264"
+        assert container.streams.audio[0].codec_context.name == "aac"
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    with av.open(str(clips[0])) as container:
+        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+    assert len(frames) == 10 and frames[0].shape == (64, 64, 3)
+    assert 0.9 * 8000 <= audio.size <= 1.2 * 8000 and np.abs(audio).max() > 0.1
+    from PIL import Image
+
+    jpeg = np.asarray(Image.open(synth_dir / "frames" / "test_000000.jpg"), dtype=np.float64)
+    assert np.abs(frames[5].astype(np.float64) - jpeg).mean() < 12  # the same scene
+
+
+def test_priors_are_evaluated_and_oracle_is_best(synth_dir):
+    report = evaluate_priors(synth_dir)
+    for name in ("centre_box", "centre_gaussian", "largest_object", "oracle"):
+        assert report[name]["n"] == 5 and 0 <= report[name]["ap50"] <= 1
+    assert report["oracle"]["mean_ciou"] >= max(
+        report[n]["mean_ciou"] for n in ("centre_box", "largest_object")
+    )
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="n_classes"):
+        SynthConfig(n_classes=3, distractors=(1, 3))
+    with pytest.raises(ValueError, match="image_size"):
+        SynthConfig(image_size=63)
+    with pytest.raises(ValueError, match="preset"):
+        make_synth("/nonexistent-never-written", preset="nope")
