@@ -1,0 +1,65 @@
+"""Typed dependencies for the routes: the loaded service and the optional API-key check."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.batcher import MicroBatcher
+from service.config import Settings
+from service.decoding import DecodePool, ModelSpec
+from service.errors import ApiError
+from service.runtime import ModelRuntime
+
+
+@dataclass
+class ServiceState:
+    """Everything the lifespan loaded, shared by all requests."""
+
+    settings: Settings
+    runtime: ModelRuntime
+    batcher: MicroBatcher
+    decode_pool: DecodePool
+    spec: ModelSpec
+    sounding_threshold: float
+    sounding_threshold_source: str  # "metadata" | "settings" | "fallback"
+
+
+def get_service(request: Request) -> ServiceState:
+    service = getattr(request.app.state, "service", None)
+    if service is None:
+        raise ApiError(503, "not_ready", "the model is still loading, retry shortly", {"Retry-After": "1"})
+    return service
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def require_api_key(request: Request) -> None:
+    """401 unless the request carries one of FNAC_API_KEYS (X-API-Key or Authorization: Bearer)."""
+    keys = request.app.state.settings.api_keys
+    if not keys:
+        return
+    presented = request.headers.get("x-api-key", "")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if not presented and scheme.lower() == "bearer":
+        presented = token.strip()
+    matched = False
+    for key in keys:  # compare against every key, in constant time each
+        matched |= hmac.compare_digest(presented.encode(), key.get_secret_value().encode())
+    if not matched:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing or invalid API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+
+
+ServiceDep = Annotated[ServiceState, Depends(get_service)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ApiKey = Depends(require_api_key)

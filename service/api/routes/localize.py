@@ -1,0 +1,271 @@
+"""POST /localize: where in the frame does the sound come from?"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from service import metrics, postprocess
+from service.api.deps import ApiKey, ServiceDep, ServiceState
+from service.batcher import Prediction
+from service.decoding import DecodedUpload, decode_image_audio_upload, decode_video_upload
+from service.errors import ApiError
+from service.schemas import Box, ErrorBody, Heatmap, Localization, LocalizeResponse, SweepResponse, Timings
+
+router = APIRouter(tags=["localize"], dependencies=[ApiKey])
+
+FILE_FIELDS = ("video", "image", "audio")
+
+
+class LocalizeOptions(BaseModel):
+    """Options, as query parameters or multipart form fields (a form field wins)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["json", "png"] | None = Field(
+        None, description="default json; Accept: image/png selects png"
+    )
+    png: Literal["overlay", "heatmap"] = Field(
+        "overlay", description="which PNG: overlay on the frame or bare map"
+    )
+    t: float | None = Field(None, ge=0, description="window centre in seconds; default the middle")
+    stride: float | None = Field(None, gt=0, description="sweep the whole clip, one window every stride s")
+    heatmap_png: bool = Field(False, description="JSON: include the upsampled heatmap as base64 PNG")
+    box_threshold: float | None = Field(None, ge=0, le=1, description="override FNAC_BOX_THRESHOLD")
+
+
+OPTION_FIELDS = set(LocalizeOptions.model_fields)
+
+_option_properties = {
+    name: {"type": "string", "description": field.description or ""}
+    for name, field in LocalizeOptions.model_fields.items()
+}
+_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "description": "either `video`, or `image` + `audio`; options may also be query parameters",
+                    "properties": {
+                        "video": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "a clip (mp4, webm, mov, ...)",
+                        },
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "a frame (jpeg, png, webp, ...)",
+                        },
+                        "audio": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "audio (wav, mp3, flac, ...)",
+                        },
+                        **_option_properties,
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/localize",
+    response_model=LocalizeResponse | SweepResponse,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "JSON result, or a PNG with format=png"},
+        401: {"model": ErrorBody},
+        413: {"model": ErrorBody},
+        415: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+        429: {"model": ErrorBody},
+    },
+    openapi_extra=_OPENAPI,
+)
+async def localize(request: Request, service: ServiceDep):
+    """Localize the sound source in a clip (`video`) or in a still frame + audio (`image` + `audio`)."""
+    started = time.perf_counter()
+    settings = service.settings
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send multipart/form-data with a 'video' file, or 'image' and 'audio' files",
+        )
+    form = await request.form(max_files=settings.max_parts, max_fields=settings.max_parts)
+    uploads, option_fields = _split_form(form)
+    options = _parse_options(request, option_fields)
+    fmt = options.format or ("png" if "image/png" in request.headers.get("accept", "") else "json")
+    if fmt == "png" and options.stride is not None:
+        raise ApiError(
+            422, "invalid_parameter", "format=png gives one image; a sweep (stride) answers in JSON"
+        )
+
+    decode_started = time.perf_counter()
+    decoded = await _decode(service, uploads, options, keep_frame=fmt == "png")
+    decode_done = time.perf_counter()
+    metrics.DECODE_SECONDS.observe(decode_done - decode_started)
+
+    predictions = await service.batcher.predict_many(decoded.images, decoded.audio)
+    inferred = time.perf_counter()
+
+    threshold = settings.box_threshold if options.box_threshold is None else options.box_threshold
+    if fmt == "png":
+        png = await run_in_threadpool(_render_png, service, decoded, predictions[0], threshold, options.png)
+        return Response(
+            png,
+            media_type="image/png",
+            headers={
+                "X-FNAC-Score": f"{predictions[0].score:.6f}",
+                "X-FNAC-Sounding": str(predictions[0].score >= service.sounding_threshold).lower(),
+                "X-FNAC-Model": service.runtime.model_id,
+            },
+        )
+
+    windows = await run_in_threadpool(
+        _localizations, service, decoded, predictions, threshold, options.heatmap_png
+    )
+    finished = time.perf_counter()
+    timings = Timings(
+        decode_ms=(decode_done - decode_started) * 1000,
+        queue_ms=max(p.queue_ms for p in predictions),
+        inference_ms=_inference_ms(predictions),
+        postprocess_ms=(finished - inferred) * 1000,
+        total_ms=(finished - started) * 1000,
+    )
+    height, width = decoded.frame_size
+    common = {"model": service.runtime.model_id, "width": width, "height": height, "timings": timings}
+    if options.stride is not None:
+        return SweepResponse(duration=decoded.duration, stride=options.stride, windows=windows, **common)
+    return LocalizeResponse(**windows[0].model_dump(), **common)
+
+
+def _split_form(form) -> tuple[dict[str, UploadFile], dict[str, str]]:
+    uploads: dict[str, UploadFile] = {}
+    options: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if key in FILE_FIELDS:
+            if key in uploads:
+                raise ApiError(422, "duplicate_field", f"form field '{key}' was sent more than once")
+            if not isinstance(value, UploadFile):
+                raise ApiError(422, "not_a_file", f"form field '{key}' must be a file upload (filename=...)")
+            uploads[key] = value
+        elif key in OPTION_FIELDS:
+            if isinstance(value, UploadFile):
+                raise ApiError(422, "invalid_parameter", f"form field '{key}' must be text, not a file")
+            options[key] = value
+        else:
+            raise ApiError(
+                422,
+                "unknown_field",
+                f"unknown form field '{key}'; send 'video', or 'image' + 'audio' (options: {', '.join(sorted(OPTION_FIELDS))})",
+            )
+    if "video" in uploads and ({"image", "audio"} & uploads.keys()):
+        raise ApiError(422, "conflicting_fields", "send either 'video', or 'image' + 'audio', not both")
+    if "video" not in uploads:
+        missing = [name for name in ("image", "audio") if name not in uploads]
+        if len(missing) == 2:
+            raise ApiError(422, "missing_field", "no upload: send a 'video' file, or 'image' + 'audio' files")
+        if missing:
+            raise ApiError(
+                422, "missing_field", f"'{missing[0]}' is missing: 'image' and 'audio' go together"
+            )
+    return uploads, options
+
+
+def _parse_options(request: Request, form_fields: dict[str, str]) -> LocalizeOptions:
+    query = {k: v for k, v in request.query_params.items() if k in OPTION_FIELDS}
+    try:
+        return LocalizeOptions.model_validate({**query, **form_fields})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ApiError(422, "invalid_parameter", problems) from None
+
+
+async def _read(upload: UploadFile, field: str) -> tuple[bytes, str]:
+    name = upload.filename or field
+    data = await upload.read()
+    if not data:
+        raise ApiError(422, "empty_upload", f"'{name}' (field '{field}') is empty")
+    return data, name
+
+
+async def _decode(
+    service: ServiceState, uploads, options: LocalizeOptions, keep_frame: bool
+) -> DecodedUpload:
+    common = {"spec": service.spec, "t": options.t, "stride": options.stride, "keep_frame": keep_frame}
+    if "video" in uploads:
+        data, name = await _read(uploads["video"], "video")
+        return await service.decode_pool.run(decode_video_upload, data, name=name, **common)
+    image, image_name = await _read(uploads["image"], "image")
+    audio, audio_name = await _read(uploads["audio"], "audio")
+    return await service.decode_pool.run(
+        decode_image_audio_upload, image, audio, image_name=image_name, audio_name=audio_name, **common
+    )
+
+
+def _inference_ms(predictions: list[Prediction]) -> float:
+    # Windows of one request may share a batch; count each batch's model call once.
+    return sum({p.batch_id: p.inference_ms for p in predictions}.values())
+
+
+def _localizations(
+    service: ServiceState,
+    decoded: DecodedUpload,
+    predictions: list[Prediction],
+    threshold: float,
+    with_png: bool,
+) -> list[Localization]:
+    tau = service.runtime.metadata.tau
+    results = []
+    for time_s, prediction in zip(decoded.times, predictions, strict=True):
+        located = postprocess.localize(
+            prediction.heatmap,
+            decoded.frame_size,
+            tau=tau,
+            threshold=threshold,
+            min_area=service.settings.box_min_area,
+        )
+        results.append(
+            Localization(
+                time=time_s,
+                score=prediction.score,
+                sounding=prediction.score >= service.sounding_threshold,
+                heatmap=Heatmap(
+                    shape=list(prediction.heatmap.shape),
+                    values=np.round(prediction.heatmap.astype(np.float64), 6).tolist(),
+                    png=postprocess.png_base64(postprocess.heatmap_png(located.normalized))
+                    if with_png
+                    else None,
+                ),
+                boxes=[Box(**vars(box)) for box in located.boxes],
+            )
+        )
+    return results
+
+
+def _render_png(
+    service: ServiceState, decoded: DecodedUpload, prediction: Prediction, threshold: float, kind: str
+) -> bytes:
+    located = postprocess.localize(
+        prediction.heatmap,
+        decoded.frame_size,
+        tau=service.runtime.metadata.tau,
+        threshold=threshold,
+        min_area=service.settings.box_min_area,
+    )
+    if kind == "heatmap":
+        return postprocess.heatmap_png(located.normalized)
+    return postprocess.overlay_png(decoded.frame, located.normalized, located.boxes)

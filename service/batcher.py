@@ -1,0 +1,188 @@
+"""Micro-batching: concurrent requests share one model call.
+
+Inputs wait in a bounded asyncio queue; one consumer task takes up to `max_batch` of them, waiting at most
+`max_wait_ms` after the first for more to arrive, and runs the batch in a dedicated thread so the event loop
+stays free. A full queue is an immediate `Overloaded` (HTTP 429 with Retry-After), never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service import metrics
+
+log = logging.getLogger("fnac.batcher")
+
+RunBatch = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class Overloaded(Exception):
+    """The inference queue is full (or shutting down); the client should retry after `retry_after` s."""
+
+    def __init__(self, message: str = "the inference queue is full, retry shortly", retry_after: int = 1):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Prediction:
+    heatmap: np.ndarray  # float32 [h, w], raw (cosine / tau)
+    score: float  # raw cosine
+    queue_ms: float  # waiting for a batch slot
+    inference_ms: float  # the batch's model call
+    batch_size: int
+    batch_id: int
+
+
+_STOP = object()  # queued by stop() behind everything already waiting
+
+
+@dataclass
+class _Item:
+    image: np.ndarray
+    audio: np.ndarray
+    future: asyncio.Future
+    enqueued: float
+
+
+class MicroBatcher:
+    """Collects single inputs into batches for `run_batch(images, audio) -> (heatmaps, scores)`."""
+
+    def __init__(
+        self, run_batch: RunBatch, *, max_batch: int = 8, max_wait_ms: float = 5.0, queue_size: int = 64
+    ):
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.queue_size = queue_size
+        self._queue: asyncio.Queue | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fnac-inference")
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._batch_ids = itertools.count()
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() if self._queue else 0
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(maxsize=self.queue_size)
+        self._task = asyncio.create_task(self._consume(), name="fnac-batcher")
+
+    async def stop(self) -> None:
+        """Finish everything already queued, then stop."""
+        self._closing = True
+        if self._task is not None and self._queue is not None:
+            await self._queue.put(_STOP)
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    async def predict(self, image: np.ndarray, audio: np.ndarray) -> Prediction:
+        """One input: image uint8 [S, S, 3], audio float32 [N]."""
+        return (await self.predict_many([image], [audio]))[0]
+
+    async def predict_many(self, images: list[np.ndarray], audio: list[np.ndarray]) -> list[Prediction]:
+        """Several inputs of one request (a sweep), queued `max_batch` at a time; all or Overloaded."""
+        results: list[Prediction] = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = list(
+                zip(
+                    images[start : start + self.max_batch], audio[start : start + self.max_batch], strict=True
+                )
+            )
+            results += await asyncio.gather(*self._enqueue(chunk))
+        return results
+
+    def _enqueue(self, inputs: list[tuple[np.ndarray, np.ndarray]]) -> list[asyncio.Future]:
+        if self._queue is None or self._closing:
+            raise Overloaded("the server is shutting down", retry_after=5)
+        if self._queue.qsize() + len(inputs) > self.queue_size:
+            raise Overloaded()
+        loop = asyncio.get_running_loop()
+        futures = []
+        for image, audio in inputs:
+            future = loop.create_future()
+            self._queue.put_nowait(_Item(image, audio, future, time.perf_counter()))
+            futures.append(future)
+        metrics.QUEUE_DEPTH.set(self._queue.qsize())
+        return futures
+
+    async def _consume(self) -> None:
+        assert self._queue is not None
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            deadline = time.perf_counter() + self.max_wait
+            while len(batch) < self.max_batch:
+                item = await self._next(deadline)
+                if item is None:  # waited long enough
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            metrics.QUEUE_DEPTH.set(self._queue.qsize())
+            await self._run([item for item in batch if not item.future.cancelled()])
+
+    async def _next(self, deadline: float):
+        """The next queued item (or `_STOP`), or None when the deadline passes first."""
+        assert self._queue is not None
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return None
+        getter = asyncio.ensure_future(self._queue.get())
+        done, _ = await asyncio.wait({getter}, timeout=remaining)
+        if not done:
+            getter.cancel()
+            try:
+                return await getter  # it may have completed just before the cancel
+            except asyncio.CancelledError:
+                return None
+        return getter.result()
+
+    async def _run(self, batch: list[_Item]) -> None:
+        if not batch:
+            return
+        started = time.perf_counter()
+        images = np.stack([item.image for item in batch])
+        audio = np.stack([item.audio for item in batch])
+        try:
+            heatmaps, scores = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.run_batch, images, audio
+            )
+        except Exception as exc:
+            log.exception("inference failed for a batch of %d", len(batch))
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        elapsed = time.perf_counter() - started
+        batch_id = next(self._batch_ids)
+        metrics.BATCH_SIZE.observe(len(batch))
+        metrics.INFERENCE_SECONDS.observe(elapsed)
+        for item, heatmap, score in zip(batch, heatmaps, scores, strict=True):
+            if not item.future.done():
+                item.future.set_result(
+                    Prediction(
+                        heatmap=heatmap,
+                        score=float(score),
+                        queue_ms=(started - item.enqueued) * 1000.0,
+                        inference_ms=elapsed * 1000.0,
+                        batch_size=len(batch),
+                        batch_id=batch_id,
+                    )
+                )

@@ -1,0 +1,70 @@
+"""Service settings: environment variables with the `FNAC_` prefix (e.g. FNAC_MODEL, FNAC_PORT).
+
+Everything about the model itself (sample rate, clip length, image size, tau, sounding threshold) comes from
+the ONNX metadata, not from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default.onnx"
+
+
+def _comma_list(value):
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FNAC_", extra="ignore")
+
+    model: Path = Field(DEFAULT_MODEL, description="ONNX model to serve")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    # ONNX Runtime. Providers: comma list of short or full names ("cuda,cpu", "CPUExecutionProvider");
+    # empty = auto (TensorRT -> CUDA -> CPU when a GPU is visible, else CPU).
+    providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
+    inter_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
+
+    # Micro-batching and overload.
+    max_batch: int = Field(8, ge=1)
+    max_wait_ms: float = Field(5.0, ge=0)
+    queue_size: int = Field(64, ge=1, description="inputs waiting for inference before answering 429")
+
+    # Untrusted input.
+    max_upload_mb: float = Field(50.0, gt=0, description="request body limit, enforced while streaming")
+    max_parts: int = Field(8, ge=1, description="multipart parts per request")
+    decode_workers: int = Field(2, ge=1)
+    decode_timeout_s: float = Field(30.0, gt=0)
+    max_clip_seconds: float = Field(300.0, gt=0)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_windows: int = Field(128, ge=1, description="windows per sweep")
+
+    # Post-processing and decisions.
+    box_threshold: float = Field(0.5, ge=0, le=1, description="on the min-max normalised heatmap")
+    box_min_area: float = Field(0.005, ge=0, le=1, description="smallest box component, fraction of frame")
+    sounding_threshold: float | None = Field(None, description="overrides the model's calibrated threshold")
+
+    # HTTP.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: str = "info"
+    log_json: bool = True
+    shutdown_timeout_s: float = Field(30.0, ge=0, description="grace period for in-flight requests")
+
+    @field_validator("providers", "api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value):
+        return _comma_list(value)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)

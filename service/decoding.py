@@ -1,0 +1,294 @@
+"""Decoding uploads in isolated worker processes.
+
+Decoders (FFmpeg, image codecs) run on untrusted bytes, so they run in separate processes: a crash
+(segfault, OOM kill) or a hang costs one request and one worker, which is killed and replaced; the server
+carries on. Each job has a hard time limit. The request-level jobs (`decode_video_upload`,
+`decode_image_audio_upload`) also do the resizing, so only model-sized arrays come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service import media
+
+log = logging.getLogger("fnac.decoding")
+
+
+class DecodeFailed(media.MediaError):
+    """The decoder timed out, crashed or failed unexpectedly on this upload."""
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the model needs from decoding (from the ONNX metadata) and the input limits (from settings)."""
+
+    image_size: int
+    sample_rate: int
+    clip_seconds: float
+    max_seconds: float
+    max_pixels: int
+    max_windows: int
+
+    @property
+    def n_samples(self) -> int:
+        return round(self.sample_rate * self.clip_seconds)
+
+
+@dataclass(frozen=True)
+class DecodedUpload:
+    times: list[float | None]  # window centre per model input (None: image + audio without a time)
+    images: list[np.ndarray]  # uint8 [S, S, 3] per input
+    audio: list[np.ndarray]  # float32 [N] per input
+    frame_size: tuple[int, int]  # (height, width) of the uploaded frame
+    frame: np.ndarray | None  # the original frame, only when asked for (PNG rendering)
+    duration: float | None  # clip / audio duration in seconds
+
+
+def decode_video_upload(
+    data: bytes, *, name: str, spec: ModelSpec, t: float | None, stride: float | None, keep_frame: bool
+) -> DecodedUpload:
+    """A clip upload: one window at `t` (default the middle) or a sweep every `stride` seconds."""
+    common = dict(
+        clip_seconds=spec.clip_seconds,
+        sample_rate=spec.sample_rate,
+        max_seconds=spec.max_seconds,
+        max_pixels=spec.max_pixels,
+        name=name,
+    )
+    if stride is not None:  # frames resized as they are decoded: a long sweep stays small in memory
+        windows, duration = media.decode_clip_sweep(
+            data, stride=stride, max_windows=spec.max_windows, image_size=spec.image_size, **common
+        )
+        images = [w.frame for w in windows]
+    else:
+        windows = [media.decode_clip(data, t=t, **common)]
+        images = [media.resize_image(windows[0].frame, spec.image_size)]
+        duration = None
+    return DecodedUpload(
+        times=[w.time for w in windows],
+        images=images,
+        audio=[w.audio for w in windows],
+        frame_size=windows[0].frame_size,
+        frame=windows[0].frame if keep_frame and stride is None else None,
+        duration=duration,
+    )
+
+
+def decode_image_audio_upload(
+    image_data: bytes,
+    audio_data: bytes,
+    *,
+    image_name: str,
+    audio_name: str,
+    spec: ModelSpec,
+    t: float | None,
+    stride: float | None,
+    keep_frame: bool,
+) -> DecodedUpload:
+    """A still image + an audio file: the window centred in the audio (or at `t`), or a sweep over the audio."""
+    frame = media.decode_image(image_data, max_pixels=spec.max_pixels, name=image_name)
+    wave = media.decode_audio(
+        audio_data, sample_rate=spec.sample_rate, max_seconds=spec.max_seconds, name=audio_name
+    )
+    duration = wave.size / spec.sample_rate
+    if stride is not None:
+        times = media.sweep_times(duration, clip_seconds=spec.clip_seconds, stride=stride)
+        if len(times) > spec.max_windows:
+            raise media.MediaTooLarge(
+                "too_many_windows",
+                f"a sweep of '{audio_name}' every {stride:g} s gives {len(times)} windows; the limit is "
+                f"{spec.max_windows}, use a larger stride",
+            )
+    elif t is not None:
+        if t > duration:
+            raise media.MediaError(
+                "time_out_of_range", f"t={t:g} s is past the end of '{audio_name}' ({duration:.3f} s)"
+            )
+        times = [t]
+    else:
+        times = [None]
+    image = media.resize_image(frame, spec.image_size)
+    windows = [
+        media.fit_audio_window(wave, spec.n_samples, None if time is None else round(time * spec.sample_rate))
+        for time in times
+    ]
+    return DecodedUpload(
+        times=times,
+        images=[image] * len(windows),
+        audio=windows,
+        frame_size=frame.shape[:2],
+        frame=frame if keep_frame else None,
+        duration=duration,
+    )
+
+
+def ping() -> int:
+    return os.getpid()
+
+
+# ---------------------------------------------------------------------------------------------- pool
+
+
+def _worker_main(conn) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent shuts us down
+    while True:
+        try:
+            fn, args, kwargs = conn.recv()
+        except (EOFError, OSError, KeyboardInterrupt):
+            return
+        try:
+            outcome = ("ok", fn(*args, **kwargs))
+        except media.MediaError as exc:
+            outcome = ("media_error", exc)
+        except Exception as exc:  # any other decoder failure is still about this upload
+            outcome = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(outcome)
+        except (EOFError, OSError):
+            return
+
+
+class _Worker:
+    def __init__(self, context):
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(
+            target=_worker_main, args=(child_conn,), daemon=True, name="fnac-decode"
+        )
+        self.process.start()
+        child_conn.close()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+class DecodePool:
+    """A fixed number of decode processes; `await pool.run(fn, ...)` runs fn(...) in one of them.
+
+    At most `workers + backlog` jobs may be pending; beyond that `run` raises `PoolBusy` at once.
+    """
+
+    def __init__(self, workers: int = 2, timeout_s: float = 30.0, backlog: int = 64):
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.capacity = workers + backlog
+        self._context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+        self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fnac-decode")
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self._all: list[_Worker] = []
+        self._pending = 0
+        self._closed = False
+
+    async def start(self) -> None:
+        """Start the workers and wait until each has answered once."""
+        self._idle = asyncio.Queue()
+        self._all = [_Worker(self._context) for _ in range(self.workers)]
+        for worker in self._all:
+            self._idle.put_nowait(worker)
+        try:
+            await asyncio.gather(*(self.run(ping) for _ in range(self.workers)))
+        except DecodeFailed:
+            self.close()
+            raise RuntimeError(
+                "decode worker processes failed to start; a script that builds the app must guard its "
+                "entry point with `if __name__ == '__main__':` (workers are spawned, which re-imports __main__)"
+            ) from None
+
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._all if w.process.pid is not None]
+
+    async def run(self, fn, /, *args, **kwargs):
+        if self._idle is None:
+            raise RuntimeError("DecodePool.start() was not awaited")
+        if self._pending >= self.capacity:
+            raise PoolBusy()
+        self._pending += 1
+        try:
+            worker = await self._idle.get()
+            job = asyncio.get_running_loop().run_in_executor(
+                self._threads, self._call, worker, (fn, args, kwargs)
+            )
+
+            def release(done: asyncio.Future, taken: _Worker = worker) -> None:
+                # The worker goes back only when its job is really over, even if this request was cancelled.
+                ok = not done.cancelled() and done.exception() is None
+                self._idle.put_nowait(done.result()[0] if ok else taken)
+
+            job.add_done_callback(release)
+            _, outcome = await asyncio.shield(job)
+        finally:
+            self._pending -= 1
+        status, payload = outcome
+        if status == "ok":
+            return payload
+        if status == "media_error":
+            raise payload
+        if status == "timeout":
+            raise DecodeFailed("decode_timeout", f"decoding the upload took longer than {self.timeout_s:g} s")
+        if status == "crash":
+            raise DecodeFailed(
+                "decoder_crashed", "the decoder crashed on this upload; the file is probably corrupt"
+            )
+        log.warning("decoder failed: %s", payload)
+        raise DecodeFailed("decode_failed", "the upload could not be decoded (the decoder failed on it)")
+
+    def _call(self, worker: _Worker, job) -> tuple[_Worker, tuple]:
+        """Blocking: run one job on `worker`; returns the (possibly replaced) worker and the outcome.
+
+        A worker that dies under a job gets one retry on a fresh worker, since it may have died for reasons of
+        its own (killed while idle, OOM elsewhere); a second death is the upload's doing.
+        """
+        for attempt in (1, 2):
+            if not worker.process.is_alive():  # died while idle: not this upload's fault
+                worker = self._replace(worker, "died_idle")
+            try:
+                worker.conn.send(job)
+            except (OSError, EOFError):
+                worker = self._replace(worker, "died_idle")
+                worker.conn.send(job)
+            if not worker.conn.poll(self.timeout_s):
+                return self._replace(worker, "timeout"), ("timeout", None)
+            try:
+                return worker, worker.conn.recv()
+            except (EOFError, OSError):
+                worker = self._replace(worker, "crash")
+                if attempt == 2 or self._closed:
+                    break
+        return worker, ("crash", None)
+
+    def _replace(self, worker: _Worker, reason: str) -> _Worker:
+        from service import metrics  # imported here: worker processes never need prometheus
+
+        if self._closed:  # shutting down: do not start new processes
+            worker.kill()
+            return worker
+        log.warning("decode worker pid %s %s; replacing it", worker.process.pid, reason.replace("_", " "))
+        metrics.DECODE_WORKER_RESTARTS.labels(reason=reason).inc()
+        worker.kill()
+        fresh = _Worker(self._context)
+        self._all = [fresh if w is worker else w for w in self._all]
+        return fresh
+
+    def close(self) -> None:
+        self._closed = True
+        for worker in self._all:
+            worker.kill()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class PoolBusy(Exception):
+    """Too many uploads are waiting to be decoded."""

@@ -1,0 +1,119 @@
+"""Builds the FastAPI app; the lifespan loads and warms the model, starts the batcher and decode workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service.api.deps import ServiceState
+from service.api.routes import demo, health, localize, model
+from service.batcher import MicroBatcher
+from service.config import Settings
+from service.decoding import DecodePool, ModelSpec
+from service.errors import install_handlers
+from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.runtime import FALLBACK_SOUNDING_THRESHOLD, ModelError, ModelRuntime
+
+log = logging.getLogger("fnac.service")
+
+
+async def load_service(settings: Settings) -> ServiceState:
+    """Load + warm the model, start the batcher and the decode workers."""
+    runtime = await asyncio.to_thread(
+        ModelRuntime,
+        settings.model,
+        providers=settings.providers or None,
+        intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+    )
+    await asyncio.to_thread(runtime.warm_up, tuple(sorted({1, settings.max_batch})))
+    meta = runtime.metadata
+    if settings.sounding_threshold is not None:
+        threshold, source = settings.sounding_threshold, "settings"
+    elif meta.sounding_threshold is not None:
+        threshold, source = meta.sounding_threshold, "metadata"
+    else:
+        threshold, source = FALLBACK_SOUNDING_THRESHOLD, "fallback"
+        log.warning(
+            "model has no calibrated sounding_threshold; using the fallback %.2f (set FNAC_SOUNDING_THRESHOLD)",
+            threshold,
+        )
+    spec = ModelSpec(
+        image_size=meta.image_size,
+        sample_rate=meta.sample_rate,
+        clip_seconds=meta.clip_seconds,
+        max_seconds=settings.max_clip_seconds,
+        max_pixels=settings.max_image_pixels,
+        max_windows=settings.max_windows,
+    )
+    batcher = MicroBatcher(
+        runtime.run,
+        max_batch=settings.max_batch,
+        max_wait_ms=settings.max_wait_ms,
+        queue_size=settings.queue_size,
+    )
+    await batcher.start()
+    pool = DecodePool(settings.decode_workers, settings.decode_timeout_s, backlog=settings.queue_size)
+    await pool.start()
+    log.info(
+        "serving %s (%s, %d Hz, %.1f s clips, %d px) on %s",
+        runtime.model_id,
+        runtime.path,
+        meta.sample_rate,
+        meta.clip_seconds,
+        meta.image_size,
+        runtime.providers,
+        extra={"providers": runtime.providers, "model": runtime.model_id},
+    )
+    return ServiceState(settings, runtime, batcher, pool, spec, threshold, source)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        try:
+            app.state.service = await load_service(settings)
+        except ModelError as exc:
+            log.error("cannot start: %s", exc)
+            raise
+        try:
+            yield
+        finally:
+            # uvicorn has already finished the in-flight requests (graceful shutdown) when we get here.
+            service = app.state.service
+            app.state.service = None
+            await service.batcher.stop()
+            service.decode_pool.close()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="FNAC sound-source localization",
+        description="Where in the frame does the sound come from? POST a clip, or a frame + audio, to /localize.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = None
+    install_handlers(app)
+    app.include_router(localize.router)
+    app.include_router(model.router)
+    app.include_router(health.router)
+    app.include_router(demo.router)
+    # Added last = outermost: request ids and metrics see every response, 413s included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "X-FNAC-Score", "X-FNAC-Sounding", "X-FNAC-Model"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,388 @@
+"""Media decoding shared by the service and training: images via Pillow, audio and video via PyAV (FFmpeg).
+
+No torch here. Every function either returns plain numpy arrays or raises a `MediaError` whose `code` and
+`message` can be shown to a user as is. Input preprocessing that must match between training and serving
+(`fit_audio_window`, `resize_image`, `resample`) lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, ImageOps
+
+Source = bytes | str | os.PathLike
+
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_SECONDS = 600.0
+_RESAMPLE_CHUNK = 65536
+
+
+class MediaError(Exception):
+    """A media input that cannot be used, with a stable machine-readable `code` and a human message."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __reduce__(self):  # keep code + message when crossing a process boundary
+        return (type(self), (self.code, self.message))
+
+
+class MediaTooLarge(MediaError):
+    """The input exceeds a configured limit (pixels, duration)."""
+
+
+@dataclass(frozen=True)
+class ClipWindow:
+    """One model input cut from a clip: the frame shown at `time` and the audio window centred on it."""
+
+    time: float  # seconds from the start of the clip
+    frame: np.ndarray  # uint8 [H, W, 3] RGB, original resolution (or [S, S, 3] when image_size was given)
+    audio: np.ndarray  # float32 [n_samples], mono, in [-1, 1]
+    frame_size: tuple[int, int]  # (height, width) of the frame as stored in the clip
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def decode_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "upload") -> np.ndarray:
+    """Decode an image file to uint8 [H, W, 3] RGB.
+
+    EXIF orientation is applied; grey, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted to
+    8-bit RGB. The pixel count is checked from the header before any pixel data is decoded, so a
+    decompression bomb is rejected cheaply with `MediaTooLarge(code="image_too_large")`.
+    """
+    fp = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+            width, height = img.size
+            if width * height > max_pixels:
+                raise MediaTooLarge(
+                    "image_too_large",
+                    f"image in '{name}' is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+                )
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except (MediaError, FileNotFoundError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MediaTooLarge("image_too_large", f"image in '{name}' is too large to decode: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise MediaError("unreadable_image", f"'{name}' is not an image format we can read") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated / corrupt pixel data
+        raise MediaError("corrupt_image", f"image in '{name}' could not be decoded: {exc}") from None
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit greyscale (PNG opens as "I;16" or "I"): scale to 8 bits instead of clipping at 255.
+        grey = np.asarray(img, dtype=np.float64) / 257.0
+        return np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode == "F":
+        grey = np.asarray(img, dtype=np.float64)
+        grey = grey * 255.0 if grey.size and grey.max() <= 1.0 else grey
+        return np.repeat(np.clip(np.rint(grey), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # avoids Pillow's palette-transparency warning; alpha dropped below
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize uint8 [H, W, 3] to [size, size, 3] with PIL bicubic (as torchvision's Resize on PIL images)."""
+    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------- audio
+
+
+def fit_audio_window(wave: np.ndarray, n_samples: int, center: int | None = None) -> np.ndarray:
+    """Cut the model's audio window: float32 [n_samples] in [-1, 1].
+
+    The rule (FNAC reference): the window of `n_samples` centred in the clip, or centred on sample `center`
+    and shifted to stay inside the clip near its ends; a clip shorter than the window is tiled (repeated) to
+    length, then cut to exactly `n_samples`. `wave` must already be mono.
+    """
+    wave = np.clip(np.asarray(wave, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    if wave.size == 0:
+        raise MediaError("empty_audio", "the audio contains no samples")
+    if wave.size < n_samples:
+        return np.tile(wave, math.ceil(n_samples / wave.size))[:n_samples].copy()
+    center = wave.size // 2 if center is None else center
+    start = min(max(center - n_samples // 2, 0), wave.size - n_samples)
+    return wave[start : start + n_samples].copy()
+
+
+def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample a mono float32 waveform with libswresample (the resampler `decode_audio` uses).
+
+    The output has exactly round(len(wave) * to_rate / from_rate) samples.
+    """
+    wave = np.asarray(wave, dtype=np.float32).reshape(-1)
+    if from_rate == to_rate:
+        return wave.copy()
+    n_out = round(wave.size * to_rate / from_rate)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=to_rate)
+    chunks = []
+    for start in range(0, wave.size, _RESAMPLE_CHUNK):
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(wave[None, start : start + _RESAMPLE_CHUNK]), format="flt", layout="mono"
+        )
+        frame.sample_rate = from_rate
+        frame.pts = start
+        frame.time_base = Fraction(1, from_rate)
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    out = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if out.size < n_out:  # the resampler may hold back a sample or two at the very end
+        out = np.concatenate([out, np.zeros(n_out - out.size, np.float32)])
+    return out[:n_out].astype(np.float32, copy=False)
+
+
+def decode_audio(
+    source: Source, *, sample_rate: int, max_seconds: float = DEFAULT_MAX_SECONDS, name: str = "upload"
+) -> np.ndarray:
+    """Decode the first audio stream of any file FFmpeg reads to float32 mono at `sample_rate`.
+
+    Mono is the mean of the channels, taken before resampling. Decoding stops with
+    `MediaTooLarge(code="audio_too_long")` once more than `max_seconds` of audio has been seen.
+    """
+    with _open(source, name) as container:
+        stream = _audio_stream(container, name)
+        return _decode_audio_stream(container, stream, sample_rate, max_seconds, name)
+
+
+def _decode_audio_stream(container, stream, sample_rate: int, max_seconds: float, name: str) -> np.ndarray:
+    # Convert every frame to planar float at its own rate/layout; average channels; then one resampling pass.
+    to_float = av.AudioResampler(format="fltp")
+    chunks: list[np.ndarray] = []
+    n_seen = 0
+    source_rate = None
+    try:
+        for frame in container.decode(stream):
+            source_rate = source_rate or frame.sample_rate
+            for converted in to_float.resample(frame):
+                planes = converted.to_ndarray()  # [channels, samples]
+                chunks.append(planes.mean(axis=0, dtype=np.float32))
+                n_seen += planes.shape[1]
+            if source_rate and n_seen > max_seconds * source_rate:
+                raise MediaTooLarge(
+                    "audio_too_long", f"audio in '{name}' is longer than the limit of {max_seconds:g} s"
+                )
+    except av.FFmpegError as exc:
+        if not chunks:
+            raise MediaError("corrupt_media", f"audio in '{name}' could not be decoded: {exc}") from None
+        # A damaged tail (e.g. a truncated upload): keep what decoded.
+    if not chunks or source_rate is None:
+        raise MediaError("empty_audio", f"the audio stream in '{name}' contains no samples")
+    mono = np.concatenate(chunks)
+    return resample(mono, source_rate, sample_rate)
+
+
+# ---------------------------------------------------------------------------------------------- video
+
+
+def clip_duration(source: Source, *, name: str = "upload") -> float:
+    """Duration of a clip in seconds, from the container header or, failing that, by decoding its audio."""
+    with _open(source, name) as container:
+        duration = _reported_duration(container)
+        if duration is None:
+            stream = _audio_stream(container, name)
+            wave = _decode_audio_stream(container, stream, 16000, DEFAULT_MAX_SECONDS, name)
+            duration = wave.size / 16000
+        return duration
+
+
+def sweep_times(duration: float, *, clip_seconds: float, stride: float) -> list[float]:
+    """Window centres for a sweep: every `stride` seconds, first and last windows fully inside the clip.
+
+    A clip shorter than one window gives a single window at its middle.
+    """
+    if stride <= 0:
+        raise ValueError("stride must be positive")
+    half = clip_seconds / 2
+    if duration <= clip_seconds:
+        return [duration / 2]
+    n = math.floor((duration - clip_seconds) / stride + 1e-9) + 1
+    return [round(half + k * stride, 6) for k in range(n)]
+
+
+def decode_clip(
+    source: Source,
+    *,
+    t: float | None = None,
+    clip_seconds: float,
+    sample_rate: int,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    image_size: int | None = None,
+    name: str = "upload",
+) -> ClipWindow:
+    """Decode one model input from a clip: the frame shown at `t` (default: the middle) and the audio window
+    of `clip_seconds` centred on `t` (see `fit_audio_window`). With `image_size`, the frame comes back
+    resized to image_size x image_size (`resize_image`)."""
+
+    def choose(duration: float) -> list[float]:
+        if t is None:
+            return [duration / 2]
+        if t < 0 or t > duration:
+            raise MediaError(
+                "time_out_of_range", f"t={t:g} s is outside clip '{name}' (duration {duration:.3f} s)"
+            )
+        return [t]
+
+    windows, _ = _decode_windows(
+        source, choose, clip_seconds, sample_rate, max_seconds, max_pixels, image_size, name
+    )
+    return windows[0]
+
+
+def decode_clip_sweep(
+    source: Source,
+    *,
+    stride: float,
+    clip_seconds: float,
+    sample_rate: int,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_windows: int = 1000,
+    image_size: int | None = None,
+    name: str = "upload",
+) -> tuple[list[ClipWindow], float]:
+    """Decode windows every `stride` seconds over a whole clip (see `sweep_times`).
+
+    Returns the windows in time order and the clip duration. More than `max_windows` windows raises
+    `MediaTooLarge(code="too_many_windows")`. With `image_size`, each frame is resized as soon as it is
+    decoded, which keeps memory flat on long sweeps of large frames.
+    """
+
+    def choose(duration: float) -> list[float]:
+        times = sweep_times(duration, clip_seconds=clip_seconds, stride=stride)
+        if len(times) > max_windows:
+            raise MediaTooLarge(
+                "too_many_windows",
+                f"a sweep of '{name}' ({duration:.1f} s) every {stride:g} s gives {len(times)} windows; "
+                f"the limit is {max_windows}, use a larger stride",
+            )
+        return times
+
+    return _decode_windows(
+        source, choose, clip_seconds, sample_rate, max_seconds, max_pixels, image_size, name
+    )
+
+
+def _decode_windows(
+    source, choose_times, clip_seconds, sample_rate, max_seconds, max_pixels, image_size, name
+):
+    n_samples = round(sample_rate * clip_seconds)
+    with _open(source, name) as container:
+        video = _video_stream(container, name)
+        audio = _audio_stream(container, name)
+        width, height = video.codec_context.width, video.codec_context.height
+        if width * height > max_pixels:
+            raise MediaTooLarge(
+                "frame_too_large",
+                f"video frames in '{name}' are {width}x{height}; the limit is {max_pixels} pixels",
+            )
+        duration = _reported_duration(container)
+        if duration is not None and duration > max_seconds:
+            raise MediaTooLarge(
+                "clip_too_long", f"clip '{name}' lasts {duration:.1f} s; the limit is {max_seconds:g} s"
+            )
+        try:
+            wave = _decode_audio_stream(container, audio, sample_rate, max_seconds, name)
+        except MediaTooLarge:
+            raise MediaTooLarge(
+                "clip_too_long", f"clip '{name}' is longer than the limit of {max_seconds:g} s"
+            ) from None
+        if duration is None:
+            duration = wave.size / sample_rate
+        times = choose_times(duration)
+        frames = _frames_at(container, video, times, image_size, name)
+    return [
+        ClipWindow(time, frame, fit_audio_window(wave, n_samples, center=round(time * sample_rate)), size)
+        for time, (frame, size) in zip(times, frames, strict=True)
+    ], duration
+
+
+def _frames_at(container, stream, times: list[float], image_size: int | None, name: str):
+    """The frame shown at each time (the last frame starting at or before it), with its stored (height,
+    width); `times` ascending."""
+
+    def convert(frame) -> tuple[np.ndarray, tuple[int, int]]:
+        rgb = frame.to_ndarray(format="rgb24")
+        return (rgb if image_size is None else resize_image(rgb, image_size)), rgb.shape[:2]
+
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    container.seek(int((start + times[0]) / stream.time_base), stream=stream, backward=True, any_frame=False)
+    frames: list[tuple[np.ndarray, tuple[int, int]]] = []
+    shown = None  # the last decoded frame, as (time, VideoFrame)
+    try:
+        for frame in container.decode(stream):
+            frame_time = frame.time - start if frame.time is not None else (shown[0] if shown else 0.0)
+            while len(frames) < len(times) and frame_time > times[len(frames)] + 1e-6:
+                frames.append(convert(shown[1] if shown else frame))
+            if len(frames) == len(times):
+                break
+            shown = (frame_time, frame)
+    except av.FFmpegError as exc:
+        if shown is None:
+            raise MediaError("corrupt_media", f"video in '{name}' could not be decoded: {exc}") from None
+    if shown is None and len(frames) < len(times):
+        raise MediaError("no_video_frames", f"the video stream in '{name}' contains no decodable frames")
+    while len(frames) < len(times):  # times past the last frame show the last frame
+        frames.append(convert(shown[1]))
+    return frames
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _open(source: Source, name: str):
+    target = io.BytesIO(source) if isinstance(source, bytes | bytearray) else str(Path(source))
+    if isinstance(target, io.BytesIO) and not source:
+        raise MediaError("empty_upload", f"'{name}' is empty")
+    try:
+        return av.open(target, mode="r", metadata_errors="ignore")
+    except FileNotFoundError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise MediaError(
+            "unreadable_media", f"'{name}' is not a media file FFmpeg can read ({exc})"
+        ) from None
+
+
+def _audio_stream(container, name: str):
+    if not container.streams.audio:
+        found = ", ".join(sorted({s.type for s in container.streams})) or "none"
+        raise MediaError(
+            "no_audio_stream", f"audio stream missing in upload '{name}' (streams found: {found})"
+        )
+    return container.streams.audio[0]
+
+
+def _video_stream(container, name: str):
+    if not container.streams.video:
+        found = ", ".join(sorted({s.type for s in container.streams})) or "none"
+        raise MediaError(
+            "no_video_stream", f"video stream missing in upload '{name}' (streams found: {found})"
+        )
+    return container.streams.video[0]
+
+
+def _reported_duration(container) -> float | None:
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None

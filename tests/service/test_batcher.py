@@ -1,0 +1,113 @@
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.batcher import MicroBatcher, Overloaded
+
+pytestmark = pytest.mark.anyio
+
+
+class RecordingModel:
+    """run_batch stand-in: heatmap = image mean, score = audio mean; records batch sizes; can be paused."""
+
+    def __init__(self):
+        self.batch_sizes: list[int] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.entered = threading.Event()
+
+    def __call__(self, images, audio):
+        self.entered.set()
+        self.release.wait(timeout=10)
+        self.batch_sizes.append(len(images))
+        heatmaps = np.repeat(images.mean(axis=(1, 2, 3))[:, None, None], 7, axis=1).repeat(7, axis=2)
+        return heatmaps.astype(np.float32), audio.mean(axis=1)
+
+
+def _input(value: float):
+    return np.full((4, 4, 3), value, np.uint8), np.full(10, value / 100, np.float32)
+
+
+async def test_concurrent_requests_share_batches_and_get_their_own_results():
+    model = RecordingModel()
+    batcher = MicroBatcher(model, max_batch=4, max_wait_ms=50, queue_size=16)
+    await batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.predict(*_input(v)) for v in range(10)))
+    finally:
+        await batcher.stop()
+    assert [r.score for r in results] == pytest.approx([v / 100 for v in range(10)])
+    assert [float(r.heatmap[0, 0]) for r in results] == pytest.approx(list(range(10)))
+    assert sum(model.batch_sizes) == 10 and max(model.batch_sizes) == 4
+    assert len(model.batch_sizes) == 3  # 4 + 4 + 2, not 10 single calls
+
+
+async def test_a_lone_request_waits_at_most_max_wait():
+    batcher = MicroBatcher(RecordingModel(), max_batch=8, max_wait_ms=20, queue_size=4)
+    await batcher.start()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        result = await batcher.predict(*_input(3))
+        assert loop.time() - started < 1.0
+        assert result.batch_size == 1
+    finally:
+        await batcher.stop()
+
+
+async def test_full_queue_answers_overloaded_at_once():
+    model = RecordingModel()
+    model.release.clear()  # the model is busy
+    batcher = MicroBatcher(model, max_batch=1, max_wait_ms=0, queue_size=2)
+    await batcher.start()
+    try:
+        in_model = asyncio.ensure_future(batcher.predict(*_input(1)))
+        while not model.entered.is_set():  # wait until it is inside the model call
+            await asyncio.sleep(0.01)
+        queued = [asyncio.ensure_future(batcher.predict(*_input(v))) for v in (2, 3)]
+        await asyncio.sleep(0.05)
+        assert batcher.depth == 2
+        with pytest.raises(Overloaded) as info:
+            await batcher.predict(*_input(4))
+        assert info.value.retry_after >= 1
+        with pytest.raises(Overloaded):  # a sweep that does not fit is refused whole
+            await batcher.predict_many(*zip(*[_input(5)] * 2, strict=True))
+        model.release.set()
+        results = await asyncio.gather(in_model, *queued)
+        assert [r.score for r in results] == pytest.approx([0.01, 0.02, 0.03])
+    finally:
+        model.release.set()
+        await batcher.stop()
+
+
+async def test_stop_finishes_queued_work_then_refuses():
+    model = RecordingModel()
+    batcher = MicroBatcher(model, max_batch=2, max_wait_ms=100, queue_size=8)
+    await batcher.start()
+    pending = [asyncio.ensure_future(batcher.predict(*_input(v))) for v in range(5)]
+    await asyncio.sleep(0)
+    await batcher.stop()
+    results = await asyncio.wait_for(asyncio.gather(*pending), timeout=1)
+    assert [r.score for r in results] == pytest.approx([v / 100 for v in range(5)])
+    with pytest.raises(Overloaded):
+        await batcher.predict(*_input(1))
+
+
+async def test_model_failure_reaches_every_waiting_request():
+    def broken(images, audio):
+        raise RuntimeError("boom")
+
+    batcher = MicroBatcher(broken, max_batch=4, max_wait_ms=20, queue_size=8)
+    await batcher.start()
+    try:
+        results = await asyncio.gather(
+            *(batcher.predict(*_input(v)) for v in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert (await asyncio.gather(batcher.predict(*_input(1)), return_exceptions=True))[0].args == (
+            "boom",
+        )
+    finally:
+        await batcher.stop()

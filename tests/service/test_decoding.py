@@ -1,0 +1,120 @@
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from service.decoding import DecodeFailed, DecodePool, PoolBusy
+from service.media import MediaError
+
+pytestmark = pytest.mark.anyio
+
+
+# Jobs run in spawned worker processes, so they live at module level (importable by name).
+def double(x):
+    return 2 * x
+
+
+def crash():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hang():
+    time.sleep(60)
+
+
+def identify(tag):
+    return os.getpid(), tag
+
+
+def slow_identify(tag):
+    time.sleep(1.0)
+    return os.getpid(), tag
+
+
+def bad_media():
+    raise MediaError("no_audio_stream", "audio stream missing in upload 'a.mp4'")
+
+
+def unexpected():
+    raise ZeroDivisionError("division by zero inside a decoder")
+
+
+@pytest.fixture(scope="module")
+async def pool():
+    pool = DecodePool(workers=2, timeout_s=2.0, backlog=2)
+    await pool.start()
+    yield pool
+    pool.close()
+
+
+async def test_runs_jobs_in_other_processes(pool):
+    from service.decoding import ping
+
+    assert await pool.run(double, 21) == 42
+    pids = set(await asyncio.gather(*(pool.run(ping) for _ in range(4))))
+    assert os.getpid() not in pids and pids <= set(pool.pids())
+
+
+async def test_media_errors_keep_their_code(pool):
+    with pytest.raises(MediaError) as info:
+        await pool.run(bad_media)
+    assert info.value.code == "no_audio_stream"
+    with pytest.raises(DecodeFailed) as info:
+        await pool.run(unexpected)
+    assert info.value.code == "decode_failed" and "ZeroDivision" not in info.value.message
+
+
+async def test_a_crashing_job_costs_one_worker_not_the_pool(pool):
+    before = set(pool.pids())
+    slow = asyncio.ensure_future(pool.run(double, 5))  # in flight on the other worker meanwhile
+    with pytest.raises(DecodeFailed) as info:
+        await pool.run(crash)
+    assert info.value.code == "decoder_crashed"
+    assert await slow == 10
+    assert len(set(pool.pids()) - before) == 1  # exactly one worker replaced
+    assert await asyncio.gather(*(pool.run(double, i) for i in range(4))) == [0, 2, 4, 6]
+
+
+async def test_a_hanging_job_is_killed_at_the_time_limit(pool):
+    before = set(pool.pids())
+    started = time.perf_counter()
+    with pytest.raises(DecodeFailed) as info:
+        await pool.run(hang)
+    assert info.value.code == "decode_timeout"
+    assert 1.9 < time.perf_counter() - started < 10
+    assert not (before - set(pool.pids())) or len(before - set(pool.pids())) == 1
+    assert await pool.run(double, 4) == 8
+
+
+async def test_a_worker_killed_while_idle_is_replaced_transparently(pool):
+    victim = pool.pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    assert await asyncio.gather(*(pool.run(double, i) for i in range(4))) == [0, 2, 4, 6]
+    assert victim not in pool.pids()
+
+
+async def test_too_many_pending_jobs_are_refused(pool):
+    # 2 workers + backlog 2 = 4 pending at most; the 5th is refused at once.
+    hanging = [asyncio.ensure_future(pool.run(hang)) for _ in range(4)]
+    await asyncio.sleep(0.1)
+    with pytest.raises(PoolBusy):
+        await pool.run(double, 1)
+    results = await asyncio.gather(*hanging, return_exceptions=True)
+    assert all(isinstance(r, DecodeFailed) and r.code == "decode_timeout" for r in results)
+    assert await pool.run(double, 1) == 2
+
+
+async def test_a_cancelled_request_does_not_hand_out_a_busy_worker(pool):
+    # The cancelled job keeps its worker busy for 1 s; meanwhile both new jobs must run on the other worker
+    # and get their own answers (a worker handed out while busy would mix up replies).
+    running = asyncio.ensure_future(pool.run(slow_identify, "cancelled"))
+    await asyncio.sleep(0.2)
+    running.cancel()
+    results = await asyncio.gather(pool.run(identify, "a"), pool.run(identify, "b"))
+    assert [tag for _, tag in results] == ["a", "b"]
+    assert results[0][0] == results[1][0]  # one worker served both
+    await asyncio.sleep(1.0)
+    assert await pool.run(double, 7) == 14

@@ -1,0 +1,33 @@
+"""The service against a real exported FNAC network (the `tiny_onnx_model` fixture from tests/conftest.py)."""
+
+import numpy as np
+import pytest
+
+from tests.service.conftest import frame_with_square, make_clip, serve_app, tone
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def exported_model(request):
+    try:
+        return request.getfixturevalue("tiny_onnx_model")
+    except pytest.FixtureLookupError:
+        pytest.skip("tests/conftest.py provides no tiny_onnx_model yet")
+
+
+async def test_exported_model_serves_a_clip(exported_model):
+    async with serve_app(exported_model) as live:
+        meta = (await live.client.get("/v1/model")).json()
+        clip = make_clip([frame_with_square(96, 64, (10, 10, 40, 40))] * 25, tone(2.5, 44100))
+        response = await live.client.post("/localize", files={"video": ("clip.mp4", clip)})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        values = np.array(body["heatmap"]["values"])
+        assert values.ndim == 2 and list(values.shape) == body["heatmap"]["shape"]
+        if meta["heatmap_size"]:
+            assert values.shape == (meta["heatmap_size"], meta["heatmap_size"])
+        assert -1.0 - 1e-4 <= body["score"] <= 1.0 + 1e-4
+        assert body["score"] == pytest.approx(values.max() * meta["tau"], abs=1e-3)
+        for box in body["boxes"]:
+            assert 0 <= box["x0"] < box["x1"] <= 96 and 0 <= box["y0"] < box["y1"] <= 64

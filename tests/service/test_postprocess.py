@@ -1,0 +1,95 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage  # test-only: an independent connected-components implementation
+
+from service import postprocess
+
+
+def test_upsample_keeps_values_and_size():
+    heatmap = np.arange(49, dtype=np.float32).reshape(7, 7)
+    up = postprocess.upsample(heatmap, 70, 140)
+    assert up.shape == (70, 140) and up.dtype == np.float32
+    # Pixel-centre aligned bilinear: the centre of each 10x20 cell carries that cell's value.
+    assert up[35, 70] == pytest.approx(heatmap[3, 3], abs=0.6)
+    assert up.min() >= heatmap.min() - 1e-4 and up.max() <= heatmap.max() + 1e-4
+
+
+def test_normalize_min_max_and_constant_map():
+    norm = postprocess.normalize(np.array([[2.0, 4.0], [6.0, 10.0]], np.float32))
+    np.testing.assert_allclose(norm, [[0.0, 0.25], [0.5, 1.0]])
+    assert not postprocess.normalize(np.full((3, 3), 5.0, np.float32)).any()
+
+
+def _reference_boxes(normalized, raw, threshold, min_area):
+    labels, _ = ndimage.label(normalized >= threshold, structure=np.ones((3, 3)))
+    boxes = []
+    for index, region in enumerate(ndimage.find_objects(labels), start=1):
+        inside = labels == index
+        if inside.sum() < min_area * normalized.size:
+            continue
+        boxes.append(
+            (region[1].start, region[0].start, region[1].stop, region[0].stop, float(raw[inside].max()))
+        )
+    return sorted(boxes, key=lambda b: b[4], reverse=True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_find_boxes_matches_scipy_labelling(seed):
+    rng = np.random.default_rng(seed)
+    raw = postprocess.upsample(rng.normal(size=(7, 7)).astype(np.float32), 90, 120)
+    normalized = postprocess.normalize(raw)
+    boxes = postprocess.find_boxes(normalized, raw, threshold=0.55, min_area=0.01, max_boxes=100)
+    expected = _reference_boxes(normalized, raw, 0.55, 0.01)
+    assert len(boxes) == len(expected) > 0
+    for box, (x0, y0, x1, y1, score) in zip(boxes, expected, strict=True):
+        assert (box.x0, box.y0, box.x1, box.y1) == (x0, y0, x1, y1)
+        assert box.score == pytest.approx(score)
+
+
+def test_find_boxes_joins_diagonal_neighbours_and_filters_small_regions():
+    mask = np.zeros((10, 10), np.float32)
+    mask[2, 2] = mask[3, 3] = mask[4, 4] = 1.0  # one diagonal component of 3 pixels
+    mask[8, 0] = 1.0  # a single pixel, below min_area
+    boxes = postprocess.find_boxes(mask, mask, threshold=0.5, min_area=0.02)
+    assert [(b.x0, b.y0, b.x1, b.y1) for b in boxes] == [(2, 2, 5, 5)]
+
+
+def test_localize_puts_the_box_on_the_hot_cell_in_frame_pixels():
+    heatmap = np.full((7, 7), -10.0, np.float32)
+    heatmap[1, 5] = 30.0  # row 1, column 5 of a 7x7 grid
+    located = postprocess.localize(heatmap, (210, 350), tau=0.03)  # cells are 30 x 50 pixels
+    assert located.upsampled.shape == located.normalized.shape == (210, 350)
+    [box] = located.boxes
+    cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
+    assert abs(cx - 5.5 * 50) < 3 and abs(cy - 1.5 * 30) < 3
+    assert box.x1 - box.x0 < 2 * 50 and box.y1 - box.y0 < 2 * 30
+    # Even-sized cells: the best pixel sits half a pixel off the cell centre in x and y; bilinear weights
+    # of the hot cell there are (1 - 0.5/50) and (1 - 0.5/30); then x tau.
+    assert box.score == pytest.approx((-10.0 + 40.0 * (1 - 0.5 / 50) * (1 - 0.5 / 30)) * 0.03, abs=1e-4)
+
+
+def test_localize_flat_map_has_no_boxes():
+    assert postprocess.localize(np.zeros((7, 7), np.float32), (50, 50), tau=0.03).boxes == []
+
+
+def test_pngs_have_the_frame_size():
+    frame = np.full((60, 80, 3), 40, np.uint8)
+    heatmap = np.zeros((7, 7), np.float32)
+    heatmap[3, 3] = 1.0
+    located = postprocess.localize(heatmap, (60, 80), tau=0.03)
+
+    bare = Image.open(io.BytesIO(postprocess.heatmap_png(located.normalized)))
+    assert bare.mode == "L" and bare.size == (80, 60)
+    np.testing.assert_array_equal(np.asarray(bare), np.rint(located.normalized * 255).astype(np.uint8))
+
+    overlay = np.asarray(
+        Image.open(io.BytesIO(postprocess.overlay_png(frame, located.normalized, located.boxes)))
+    )
+    assert overlay.shape == (60, 80, 3)
+    box = located.boxes[0]
+    assert tuple(overlay[box.y0, (box.x0 + box.x1) // 2]) == postprocess.BOX_COLOR  # the rectangle is drawn
+    assert overlay[30, 40, 0] > overlay[2, 2, 0]  # hot (red) in the middle, cold (blue) in the corner
+    assert overlay[2, 2, 2] > overlay[2, 2, 0]
