@@ -91,7 +91,9 @@ class ImageNormalize(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.permute(0, 3, 1, 2).to(torch.float32)
-        return (x - self.mean) * self.inv_std
+        # contiguous NCHW: the permuted (channels-last) layout makes torch 2.14's CPU conv backward crash
+        # (double free) for narrow trunks (width ≤ 8) at 224 px; a no-op in the ONNX graph.
+        return ((x - self.mean) * self.inv_std).contiguous()
 
 
 def spectrogram_frames(n_samples: int, nperseg: int, noverlap: int) -> int:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the tests need (headless Chromium for the demo-page test). Installs only what is missing.
+# Debian packages the tests need: headless Chromium for the demo-page test (driven by the `playwright` Python
+# package, so no chromium-driver). Installs only what is missing.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
-command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -215,6 +215,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--calib-data", help="dataset directory for int8 calibration (default: generated inputs)")
     p.add_argument("--model", help="ONNX model (service benchmark; default: the bundled model)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per service load level (default 10)")
+    p.add_argument("--concurrency", default="1,8,32", help="service client concurrencies (default 1,8,32)")
     p.add_argument("--json", help="also write the results as JSON to this file")
 
     for name, (module, text) in MODULE_VERBS.items():

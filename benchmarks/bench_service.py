@@ -1,0 +1,283 @@
+"""`fnac bench service`: the HTTP service on loopback against the bare ONNX Runtime session, in one run.
+
+Every request is what a user sends: a 640 x 360 JPEG frame and a 3 s mono 44.1 kHz WAV as multipart to
+`POST /localize` (JSON answer), so decoding, resampling, batching, post-processing and HTTP are all inside the
+timing. For each concurrency level, the same model first runs bare through ONNX Runtime at the service's max
+batch (raw inputs/s, the most the model gives on this machine); then closed-loop clients keep that many
+requests in flight for `--duration` seconds, against a server with micro-batching on (FNAC_MAX_BATCH at its
+default) and then one with it off (FNAC_MAX_BATCH=1). `service/raw` is req/s over that level's raw inputs/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+FRAME_SIZE = (640, 360)
+UPLOAD_SAMPLE_RATE = 44100
+
+
+def default_model(directory: Path) -> tuple[Path, str]:
+    """The configured model (FNAC_MODEL or the bundled one) or, if that file is missing, a random paper network."""
+    from service.config import Settings
+
+    configured = Settings().model
+    if Path(configured).is_file():
+        return Path(configured), str(configured)
+    try:
+        import torch
+
+        from model.export import export_onnx
+        from model.fnac import FNAC
+    except ImportError as exc:
+        raise RuntimeError(
+            f"no model at {configured}; pass --model M.onnx (exporting a random network needs the train extra: {exc})"
+        ) from None
+    torch.manual_seed(0)
+    path = directory / "fnac-random-paper.onnx"
+    export_onnx(FNAC().eval(), path, {"model_name": "fnac-random-paper", "training_data": "random init"})
+    return path, f"{configured} missing; randomly initialised paper-size FNAC exported to {path}"
+
+
+def request_files(clip_seconds: float) -> dict[str, tuple[str, bytes]]:
+    """One frame + audio upload: a JPEG of a simple scene and a WAV tone with a little noise."""
+    import av
+    from PIL import Image
+
+    width, height = FRAME_SIZE
+    rows, cols = np.mgrid[0:height, 0:width]
+    frame = np.stack([cols * 255 // width, rows * 255 // height, np.full_like(rows, 96)], axis=-1)
+    frame[100:220, 380:520] = (230, 200, 40)  # a "sound source"
+    image = io.BytesIO()
+    Image.fromarray(frame.astype(np.uint8)).save(image, format="JPEG", quality=90)
+
+    rng = np.random.default_rng(0)
+    t = np.arange(round(UPLOAD_SAMPLE_RATE * clip_seconds)) / UPLOAD_SAMPLE_RATE
+    wave = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.02 * rng.standard_normal(t.size)
+    pcm = (np.clip(wave, -1, 1) * 32767).astype(np.int16)[None, :]
+    audio = io.BytesIO()
+    with av.open(audio, "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=UPLOAD_SAMPLE_RATE, layout="mono")
+        samples = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        samples.sample_rate = UPLOAD_SAMPLE_RATE
+        for packet in [*stream.encode(samples), *stream.encode()]:
+            out.mux(packet)
+    return {"image": ("frame.jpg", image.getvalue()), "audio": ("sound.wav", audio.getvalue())}
+
+
+def raw_throughput(runtime, batch: int, seconds: float) -> float:
+    """Inputs per second through the bare ONNX Runtime session at `batch`, after one warm-up run."""
+    size, n = runtime.metadata.image_size, runtime.metadata.n_samples
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    audio = (0.1 * rng.standard_normal((batch, n))).astype(np.float32)
+    runtime.run(images, audio)
+    done, started = 0, time.perf_counter()
+    while done == 0 or time.perf_counter() - started < seconds:
+        runtime.run(images, audio)
+        done += batch
+    return done / (time.perf_counter() - started)
+
+
+async def _load(base: str, files: dict, concurrency: int, seconds: float) -> dict:
+    """`concurrency` closed-loop clients posting `files` until `seconds` have passed."""
+    import httpx
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    deadline = time.perf_counter() + seconds
+
+    async def client_loop(client: httpx.AsyncClient) -> None:
+        while time.perf_counter() < deadline:
+            sent = time.perf_counter()
+            response = await client.post(f"{base}/localize", files=files)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            if response.status_code == 200:
+                latencies.append(time.perf_counter() - sent)
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    p50, p99 = np.percentile(latencies, [50, 99]) * 1000 if latencies else (float("nan"), float("nan"))
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "failed": sum(count for status, count in statuses.items() if status != 200),
+        "statuses": statuses,
+        "req_per_s": len(latencies) / elapsed,
+        "p50_ms": float(p50),
+        "p99_ms": float(p99),
+    }
+
+
+@contextlib.contextmanager
+def running_server(model: Path, max_batch: int, threads: int, log_path: Path, timeout: float = 180):
+    """`fnac serve` in its own process on a free loopback port; yields the base URL once /readyz is 200."""
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "FNAC_MODEL": str(model),
+        "FNAC_HOST": "127.0.0.1",
+        "FNAC_PORT": str(port),
+        "FNAC_MAX_BATCH": str(max_batch),
+        "FNAC_LOG_LEVEL": "warning",
+    }
+    if threads:
+        env["FNAC_INTRA_OP_THREADS"] = str(threads)
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from service.cli import serve; serve()"], env=env, stdout=log, stderr=log
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"benchmark server did not become ready:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_benchmark(
+    model: Path,
+    *,
+    concurrencies: tuple[int, ...] = (1, 8, 32),
+    seconds: float = 10.0,
+    threads: int = 0,
+    work_dir: Path,
+) -> dict:
+    """Raw ORT throughput and the service with batching on and off, interleaved per concurrency level."""
+    from service.config import Settings
+    from service.runtime import ModelRuntime
+
+    max_batch = Settings.model_fields["max_batch"].default
+    runtime = ModelRuntime(model, intra_op_threads=threads)
+    providers, metadata = runtime.providers, runtime.metadata
+    raw_seconds = min(seconds, 5.0)
+    raw_batch_1 = raw_throughput(runtime, 1, raw_seconds)
+    files = request_files(metadata.clip_seconds)
+    levels = []
+    with contextlib.ExitStack() as stack:
+        # Both servers stay up (an idle one costs no CPU) so that each level measures raw, batching on and
+        # batching off back to back: on a shared machine, load that comes and goes hits all three alike.
+        bases = {
+            batching: stack.enter_context(
+                running_server(model, batch, threads, work_dir / f"server-batching-{batching}.log")
+            )
+            for batching, batch in (("on", max_batch), ("off", 1))
+        }
+        for base in bases.values():
+            # Warm-up, not measured: connections, decode workers, ORT's first runs at each batch size.
+            asyncio.run(_load(base, files, max(concurrencies), min(seconds, 2.0)))
+        for concurrency in concurrencies:
+            raw = raw_throughput(runtime, max_batch, raw_seconds)
+            for batching, base in bases.items():
+                level = asyncio.run(_load(base, files, concurrency, seconds))
+                level |= {
+                    "batching": batching,
+                    "max_batch": max_batch if batching == "on" else 1,
+                    "raw_inputs_per_s": raw,
+                    "service_over_raw": level["req_per_s"] / raw,
+                }
+                levels.append(level)
+    return {
+        "model": metadata.model_name,
+        "providers": providers,
+        "image_size": metadata.image_size,
+        "cpu_count": os.cpu_count(),
+        "intra_op_threads": threads,
+        "seconds_per_level": seconds,
+        "max_batch": max_batch,
+        "raw_inputs_per_s_batch_1": raw_batch_1,
+        "levels": levels,
+    }
+
+
+def format_table(result: dict) -> str:
+    max_batch = result["max_batch"]
+    lines = [
+        f"raw = inputs/s through the bare ONNX Runtime session at batch {max_batch}, measured right before "
+        f"each concurrency level (batch 1: {result['raw_inputs_per_s_batch_1']:.1f} inputs/s)",
+        "",
+        f"{'':>11} {'':>7} | {'batching on (max batch ' + str(max_batch) + ')':^40} | "
+        f"{'batching off (max batch 1)':^40} |",
+        f"{'concurrency':>11} {'raw':>7} | {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'svc/raw':>7} {'fail':>5} "
+        f"| {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'svc/raw':>7} {'fail':>5} | {'on/off':>6}",
+    ]
+    by_key = {(level["batching"], level["concurrency"]): level for level in result["levels"]}
+    for concurrency in dict.fromkeys(level["concurrency"] for level in result["levels"]):
+        on, off = by_key[("on", concurrency)], by_key[("off", concurrency)]
+        cells = [
+            f"{level['req_per_s']:7.1f} {level['p50_ms']:8.1f} {level['p99_ms']:8.1f} "
+            f"{level['service_over_raw']:7.2f} {level['failed']:5d}"
+            for level in (on, off)
+        ]
+        ratio = on["req_per_s"] / off["req_per_s"] if off["req_per_s"] else float("nan")
+        lines.append(
+            f"{concurrency:>11} {on['raw_inputs_per_s']:7.1f} | {cells[0]} | {cells[1]} | {ratio:6.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would load the client
+    concurrencies = tuple(int(c) for c in str(getattr(args, "concurrency", "1,8,32")).split(","))
+    with tempfile.TemporaryDirectory(prefix="fnac-bench-service-") as tmp:
+        work_dir = Path(tmp)
+        if args.model and not Path(args.model).is_file():
+            print(f"fnac bench service: error: model file {args.model!r} not found", file=sys.stderr)
+            return 2
+        try:
+            model, source = (Path(args.model), args.model) if args.model else default_model(work_dir)
+            print(f"model: {source}", flush=True)
+            result = run_benchmark(
+                model,
+                concurrencies=concurrencies,
+                seconds=args.duration,
+                threads=args.threads,
+                work_dir=work_dir,
+            )
+        except RuntimeError as exc:  # no model to export, or a server that did not start (its log included)
+            print(f"fnac bench service: error: {exc}", file=sys.stderr)
+            return 2
+    result["model_source"] = source
+    print(
+        f"{result['model']} ({result['image_size']} px) on {', '.join(result['providers'])}, "
+        f"{result['cpu_count']} CPUs, intra-op threads {args.threads or 'default'}; "
+        f"{args.duration:g} s per level; requests: {FRAME_SIZE[0]}x{FRAME_SIZE[1]} JPEG + "
+        f"{UPLOAD_SAMPLE_RATE} Hz WAV, JSON answer; server and clients share this machine"
+    )
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0

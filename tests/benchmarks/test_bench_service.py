@@ -1,0 +1,42 @@
+"""`fnac bench service` at tiny scale: the machinery runs and reports every level (no timing asserts)."""
+
+import json
+import math
+
+from benchmarks import bench_service
+from training.cli import main
+
+
+def test_bench_service_reports_raw_and_both_batching_modes(tiny_onnx_model, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["bench", "service", "--model", str(tiny_onnx_model), "--duration", "1", "--concurrency", "1,4"]
+    assert main([*argv, "--json", str(out)]) == 0
+
+    result = json.loads(out.read_text())
+    assert result["max_batch"] > 1 and result["raw_inputs_per_s_batch_1"] > 0
+    levels = {(level["batching"], level["concurrency"]): level for level in result["levels"]}
+    assert set(levels) == {("on", 1), ("on", 4), ("off", 1), ("off", 4)}
+    for (batching, concurrency), level in levels.items():
+        assert level["max_batch"] == (result["max_batch"] if batching == "on" else 1)
+        assert level["requests"] > 0 and level["failed"] == 0, level["statuses"]
+        assert level["p50_ms"] <= level["p99_ms"]
+        # on and off at one concurrency share the raw measurement taken right before them
+        assert level["raw_inputs_per_s"] == levels[("on", concurrency)]["raw_inputs_per_s"] > 0
+        assert math.isclose(level["service_over_raw"], level["req_per_s"] / level["raw_inputs_per_s"])
+    table = capsys.readouterr().out
+    assert "bare ONNX Runtime" in table and "batching on" in table and "batching off" in table
+    rows = [line.split() for line in table.splitlines() if line.strip()[:1].isdigit()]
+    assert [row[0] for row in rows] == ["1", "4"]
+
+
+def test_missing_model_falls_back_to_an_exported_random_network(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("FNAC_MODEL", str(tmp_path / "missing.onnx"))
+    monkeypatch.setattr("model.fnac.FNAC", lambda: tiny_model)  # the paper network, shrunk for the test
+    path, source = bench_service.default_model(tmp_path)
+    assert path.is_file() and path.parent == tmp_path
+    assert "missing.onnx missing" in source and "randomly initialised" in source
+
+
+def test_missing_explicit_model_is_a_clear_error(tmp_path, capsys):
+    assert main(["bench", "service", "--model", str(tmp_path / "nope.onnx")]) == 2
+    assert "nope.onnx" in capsys.readouterr().err

@@ -1,0 +1,983 @@
+"""`fnac score --model M.onnx INPUTS… -o OUT.jsonl`: score videos or frame + audio pairs offline, to JSONL.
+
+INPUTS are any mix of
+- video files (.mp4 .mkv .webm .mov .avi);
+- directories: a dataset directory (``frames/<id>.jpg`` + ``audio/<id>.wav``, as `fnac prepare` and `fnac synth`
+  write) gives frame + audio pairs; any other directory is searched recursively for videos;
+- CSV / TSV lists with a header naming ``video`` or ``image,audio`` columns (optional ``id``); relative paths
+  are relative to the list's folder.
+
+Every item gets a stable id (the list's ``id``, else the file stem; a directory disambiguates repeated stems by
+their relative path) and one JSON line: ``id``, ``source``, ``time`` (clips: the window centre in seconds;
+``null`` for a frame + audio pair without ``--stride``), ``width``/``height`` of the original frame, ``score``
+(raw cosine), ``sounding``, ``boxes`` in original pixels (``x1``/``y1`` exclusive), ``heatmap`` (the model's raw
+h x w map, cosine / tau, rounded), ``png`` (when written), ``model`` and ``error``. With ``--stride S`` each
+item gives one line per window (every S seconds, see `service.media.sweep_times`) with ``window`` and
+``windows``. An item that cannot be scored gets a line with ``error: {code, message}``: it is recorded, never
+skipped, and the run carries on.
+
+Resuming: OUT is read first and ids already there are skipped, so re-running the same command finishes an
+interrupted run. A line cut short by a kill is removed, and so are the lines of an item whose windows were not
+all written. ``--retry-failed`` drops the error lines and tries those items again.
+
+Many machines: ``--shard i/n`` scores every n-th item of the sorted id list, starting at item i (0-based); use
+the same INPUTS on every machine. Under ``torchrun`` (``RANK`` and ``WORLD_SIZE`` set, no ``--shard``) each
+process takes shard RANK/WORLD_SIZE, writes ``OUT.rank<RANK>.jsonl`` (e.g. ``scores.rank3.jsonl``) and, with
+CUDA, uses GPU ``LOCAL_RANK``. Afterwards ``fnac score --merge -o OUT.jsonl`` joins the ``OUT.rank*.jsonl``
+parts (or the part files given as INPUTS) into OUT, one copy per id; plain ``cat`` works too.
+
+Only numpy, onnxruntime, PyAV, Pillow, tqdm and the torch-free `service` package are used: this runs in the
+serving image, where torch is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from service import media, postprocess
+from service.runtime import FALLBACK_SOUNDING_THRESHOLD, ModelError, ModelRuntime
+from training.prepare import VIDEO_SUFFIXES, atomic_write_bytes, find_videos
+
+log = logging.getLogger("fnac.score")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac")
+LIST_SUFFIXES = (".csv", ".tsv", ".tab")
+
+
+class ScoreError(Exception):
+    """A user mistake (bad option, unreadable list, repeated ids): one line, exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------- items
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing to score: a video, or a frame + audio pair. `problem` is a failure known before decoding."""
+
+    id: str
+    video: Path | None = None
+    image: Path | None = None
+    audio: Path | None = None
+    problem: tuple[str, str] | None = None  # (code, message)
+
+    @property
+    def source(self) -> dict[str, str]:
+        if self.video is not None:
+            return {"video": str(self.video)}
+        return {k: str(v) for k, v in (("image", self.image), ("audio", self.audio)) if v is not None}
+
+
+def find_items(inputs: Sequence[str | Path]) -> list[Item]:
+    """Items of every input (video file, directory or CSV/TSV list), sorted by id; ids must be unique."""
+    items: list[Item] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            items += _dataset_items(path) if _is_dataset_dir(path) else _video_dir_items(path)
+        elif path.suffix.lower() in LIST_SUFFIXES:
+            items += _list_items(path)
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
+            items.append(Item(path.stem, video=path))  # a missing file is a per-item failure, found at decode
+        elif not path.exists():
+            raise ScoreError(f"input not found: {path}")
+        else:
+            raise ScoreError(
+                f"{path}: not a video ({' '.join(VIDEO_SUFFIXES)}), a directory or a CSV/TSV list"
+            )
+    ids = [item.id for item in items]
+    if len(set(ids)) != len(ids):
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        raise ScoreError(
+            f"item ids repeat across the inputs ({', '.join(repeated[:5])}); give them ids in a CSV list"
+        )
+    return sorted(items, key=lambda item: item.id)
+
+
+def _is_dataset_dir(path: Path) -> bool:
+    return (path / "frames").is_dir() and (path / "audio").is_dir()
+
+
+def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in suffixes and p.is_file() and not p.name.startswith("."):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def _dataset_items(root: Path) -> list[Item]:
+    """frames/<id>.jpg + audio/<id>.wav pairs; an id with only one of the two is a failed item."""
+    frames = _by_stem(root / "frames", IMAGE_SUFFIXES)
+    audio = _by_stem(root / "audio", AUDIO_SUFFIXES)
+    items = []
+    for item_id in sorted(frames.keys() | audio.keys()):
+        problem = None
+        if item_id not in audio:
+            problem = ("missing_audio", f"no audio/{item_id}.* beside {frames[item_id]}")
+        elif item_id not in frames:
+            problem = ("missing_frame", f"no frames/{item_id}.* beside {audio[item_id]}")
+        items.append(Item(item_id, image=frames.get(item_id), audio=audio.get(item_id), problem=problem))
+    return items
+
+
+def _video_dir_items(root: Path) -> list[Item]:
+    return [Item(job.id, video=job.video) for job in find_videos(root)]
+
+
+def _list_items(path: Path) -> list[Item]:
+    """Rows of a CSV/TSV list with a header: ``video`` or ``image,audio`` columns, optional ``id``."""
+    if not path.is_file():
+        raise ScoreError(f"input list not found: {path}")
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = [
+            row for row in csv.reader(f, delimiter=delimiter) if row and not row[0].lstrip().startswith("#")
+        ]
+    if not rows:
+        raise ScoreError(f"{path}: the list is empty")
+    header = [name.strip().lower() for name in rows[0]]
+    has_video = "video" in header
+    has_pair = "image" in header and "audio" in header
+    if not has_video and not has_pair:
+        raise ScoreError(f"{path}: the header must name a 'video' column or 'image' and 'audio' columns")
+
+    def column(row: list[str], name: str) -> str:
+        return row[header.index(name)].strip() if name in header and header.index(name) < len(row) else ""
+
+    def resolve(value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else path.parent / p
+
+    items = []
+    for line, row in enumerate(rows[1:], start=2):
+        video, image, audio = column(row, "video"), column(row, "image"), column(row, "audio")
+        if video:
+            item = Item("", video=resolve(video))
+        elif image or audio:
+            item = Item(
+                "",
+                image=resolve(image) if image else None,
+                audio=resolve(audio) if audio else None,
+                problem=None
+                if image and audio
+                else ("incomplete_row", f"{path}:{line} lacks an image or audio"),
+            )
+        else:
+            raise ScoreError(f"{path}:{line}: the row names no video and no image/audio")
+        stem_of = item.video or item.image or item.audio
+        item_id = column(row, "id") or stem_of.stem
+        items.append(Item(item_id, item.video, item.image, item.audio, item.problem))
+    return items
+
+
+def shard(items: Sequence[Item], index: int, count: int) -> list[Item]:
+    """Every `count`-th item of the id-sorted list, starting at `index`: the shards partition the list."""
+    ordered = sorted(items, key=lambda item: item.id)
+    return ordered[index::count]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not match or int(match[2]) < 1 or int(match[1]) >= int(match[2]):
+        raise ScoreError(f"--shard must be i/n with 0 <= i < n (e.g. 0/4), not {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def torchrun_shard(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """(RANK, WORLD_SIZE) when launched by torchrun with more than one process, else None."""
+    env = os.environ if environ is None else environ
+    if "RANK" not in env or "WORLD_SIZE" not in env:
+        return None
+    try:
+        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    except ValueError:
+        raise ScoreError(
+            f"RANK={env['RANK']!r} / WORLD_SIZE={env['WORLD_SIZE']!r} are not integers"
+        ) from None
+    if world < 1 or not 0 <= rank < world:
+        raise ScoreError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return (rank, world) if world > 1 else None
+
+
+def rank_output(out: Path, rank: int) -> Path:
+    """OUT.jsonl -> OUT.rank<rank>.jsonl"""
+    return out.with_name(f"{out.stem}.rank{rank}{out.suffix or '.jsonl'}")
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """What decoding needs: the model's input format (from its metadata) and the input limits."""
+
+    image_size: int
+    sample_rate: int
+    clip_seconds: float
+    stride: float | None = None
+    keep_frames: bool = False  # keep the original frames (overlay PNGs)
+    max_seconds: float = media.DEFAULT_MAX_SECONDS
+    max_pixels: int = media.DEFAULT_MAX_PIXELS
+    max_windows: int = 1000
+
+    @property
+    def n_samples(self) -> int:
+        return round(self.sample_rate * self.clip_seconds)
+
+
+@dataclass
+class Decoded:
+    """Model inputs for one item: one row per window."""
+
+    times: list[float | None]
+    images: np.ndarray  # uint8 [n, S, S, 3]
+    audio: np.ndarray  # float32 [n, N]
+    frame_size: tuple[int, int]  # (height, width) of the original frame
+    frames: list[np.ndarray] | None  # original frame per window, only with keep_frames
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: str
+    message: str
+
+
+def decode_item(item: Item, spec: DecodeSpec) -> Decoded | Failure:
+    """Decode one item into model inputs; never raises for a bad input (returns a `Failure`)."""
+    if item.problem:
+        return Failure(*item.problem)
+    try:
+        for path in (item.video, item.image, item.audio):
+            if path is not None and not Path(path).is_file():
+                raise media.MediaError("file_not_found", f"'{path}' does not exist")
+        if item.video is not None:
+            return _decode_video(item.video, spec)
+        return _decode_pair(item.image, item.audio, spec)
+    except media.MediaError as exc:
+        return Failure(exc.code, exc.message)
+    except MemoryError:
+        return Failure("out_of_memory", f"decoding '{item.id}' ran out of memory")
+    except Exception as exc:  # a corrupt file can surface as anything from FFmpeg or Pillow
+        return Failure("decode_failed", f"{type(exc).__name__}: {exc}")
+
+
+def _decode_video(path: Path, spec: DecodeSpec) -> Decoded:
+    common = dict(
+        clip_seconds=spec.clip_seconds,
+        sample_rate=spec.sample_rate,
+        max_seconds=spec.max_seconds,
+        max_pixels=spec.max_pixels,
+        name=str(path),
+    )
+    if spec.stride is not None:
+        windows, _ = media.decode_clip_sweep(path, stride=spec.stride, max_windows=spec.max_windows, **common)
+    else:
+        windows = [media.decode_clip(path, **common)]
+    return Decoded(
+        times=[w.time for w in windows],
+        images=np.stack([media.resize_image(w.frame, spec.image_size) for w in windows]),
+        audio=np.stack([w.audio for w in windows]),
+        frame_size=windows[0].frame.shape[:2],
+        frames=[w.frame for w in windows] if spec.keep_frames else None,
+    )
+
+
+def _decode_pair(image: Path, audio: Path, spec: DecodeSpec) -> Decoded:
+    frame = media.decode_image(image, max_pixels=spec.max_pixels, name=str(image))
+    wave = media.decode_audio(
+        audio, sample_rate=spec.sample_rate, max_seconds=spec.max_seconds, name=str(audio)
+    )
+    times: list[float | None] = [None]  # no time: the window centred in the audio (the reference rule)
+    if spec.stride is not None:
+        times = list(
+            media.sweep_times(
+                wave.size / spec.sample_rate, clip_seconds=spec.clip_seconds, stride=spec.stride
+            )
+        )
+        if len(times) > spec.max_windows:
+            raise media.MediaTooLarge(
+                "too_many_windows",
+                f"a sweep of '{audio}' every {spec.stride:g} s gives {len(times)} windows; the limit is "
+                f"{spec.max_windows}, use a larger stride",
+            )
+    centres = [None if t is None else round(t * spec.sample_rate) for t in times]
+    resized = media.resize_image(frame, spec.image_size)
+    return Decoded(
+        times=times,
+        images=np.stack([resized] * len(times)),
+        audio=np.stack([media.fit_audio_window(wave, spec.n_samples, c) for c in centres]),
+        frame_size=frame.shape[:2],
+        frames=[frame] * len(times) if spec.keep_frames else None,
+    )
+
+
+def _decode_in_order(
+    items: Sequence[Item], spec: DecodeSpec, workers: int, pool: str
+) -> Iterator[tuple[Item, Decoded | Failure]]:
+    """Decode items concurrently, yielding results in input order with a bounded number in flight.
+
+    With ``pool="process"`` a decoder that crashes its process fails that item (``decoder_crashed``) and the
+    pool is rebuilt for the rest.
+    """
+    if workers <= 0:
+        for item in items:
+            yield item, decode_item(item, spec)
+        return
+
+    def new_pool() -> Executor:
+        if pool == "process":
+            import multiprocessing
+
+            return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        return ThreadPoolExecutor(workers, thread_name_prefix="fnac-score-decode")
+
+    executor = new_pool()
+    todo = iter(items)
+    in_flight: deque[tuple[Item, Future]] = deque()
+    limit = 2 * workers + 2
+    try:
+        while True:
+            while len(in_flight) < limit:
+                item = next(todo, None)
+                if item is None:
+                    break
+                in_flight.append((item, executor.submit(decode_item, item, spec)))
+            if not in_flight:
+                return
+            item, future = in_flight.popleft()
+            try:
+                outcome = future.result()
+            except BrokenProcessPool:
+                outcome = Failure("decoder_crashed", f"the decoder process died while decoding '{item.id}'")
+                executor.shutdown(wait=False, cancel_futures=True)
+                executor = new_pool()
+                retry = [pending for pending, _ in in_flight]
+                in_flight.clear()
+                for pending in retry:
+                    in_flight.append((pending, executor.submit(decode_item, pending, spec)))
+            yield item, outcome
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------------------------- output file
+
+
+@dataclass
+class Existing:
+    """What a previous run left in OUT."""
+
+    done: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    dropped_lines: int = 0  # partial, unreadable, incomplete or retried lines removed
+
+
+@dataclass(frozen=True)
+class _Line:
+    start: int
+    end: int
+    id: str | None  # None: not a JSON object with a string id
+    failed: bool = False
+    window: int | None = None
+    windows: int | None = None
+
+
+def _scan_lines(path: Path) -> tuple[list[_Line], int]:
+    """Every complete line of a JSONL file (byte range and what resuming needs), and the file size.
+
+    Bytes after the last newline are a line cut short by a kill: not listed. Streams; records are not kept.
+    """
+    lines: list[_Line] = []
+    offset = 0
+    with path.open("rb") as f:
+        for raw in f:
+            start, offset = offset, offset + len(raw)
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                lines.append(_Line(start, offset, None))
+                continue
+            windows = record.get("windows")
+            lines.append(
+                _Line(
+                    start,
+                    offset,
+                    record["id"],
+                    failed=bool(record.get("error")),
+                    window=record.get("window"),
+                    windows=windows if isinstance(windows, int) else None,
+                )
+            )
+    return lines, offset
+
+
+def _item_status(lines: list[_Line]) -> str:
+    """'failed', 'done' or 'incomplete' (a sweep whose windows were not all written)."""
+    if any(line.failed for line in lines):
+        return "failed"
+    expected = lines[0].windows
+    if expected is None:
+        return "done"
+    return "done" if len({line.window for line in lines}) >= expected else "incomplete"
+
+
+def _group(lines: list[_Line]) -> dict[str, list[_Line]]:
+    by_id: dict[str, list[_Line]] = {}
+    for line in lines:
+        if line.id is not None:
+            by_id.setdefault(line.id, []).append(line)
+    return by_id
+
+
+def _copy_ranges(
+    source: Path, target: Path, ranges: Iterable[tuple[int, int]], *, append: bool = False
+) -> None:
+    """Copy byte ranges of `source` into `target`: appended to an open-ended target, or as a new file written
+    to a temporary name and renamed (a reader never sees a partial file)."""
+    if append:
+        with source.open("rb") as src, target.open("ab") as dst:
+            for start, end in ranges:
+                src.seek(start)
+                dst.write(src.read(end - start))
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as dst, source.open("rb") as src:
+            for start, end in ranges:
+                src.seek(start)
+                dst.write(src.read(end - start))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_existing(path: Path, *, drop_failed: bool = False) -> Existing:
+    """Read OUT for resuming and repair it in place: remove a partial last line, unreadable lines, the lines of
+    items whose windows are incomplete and (``drop_failed``) the lines of failed items."""
+    existing = Existing()
+    if not path.exists() or path.stat().st_size == 0:
+        return existing
+    lines, size = _scan_lines(path)
+    status = {item_id: _item_status(group) for item_id, group in _group(lines).items()}
+    drop = {i for i, s in status.items() if s == "incomplete" or (drop_failed and s == "failed")}
+    keep = [line for line in lines if line.id is not None and line.id not in drop]
+    existing.done = {i for i, s in status.items() if s == "done"}
+    existing.failed = {i for i, s in status.items() if s == "failed"} - drop
+    existing.dropped_lines = len(lines) - len(keep) + (size > (lines[-1].end if lines else 0))
+    if keep == lines[: len(keep)]:  # only the tail goes: cut it off
+        new_size = keep[-1].end if keep else 0
+        if new_size != size:
+            with path.open("r+b") as f:
+                f.truncate(new_size)
+    else:  # lines to remove in the middle (--retry-failed, a damaged line): rewrite
+        _copy_ranges(path, path, [(line.start, line.end) for line in keep])
+    if existing.dropped_lines:
+        log.info("%s: removed %d partial, incomplete or retried line(s)", path, existing.dropped_lines)
+    return existing
+
+
+def merge_outputs(out: Path, parts: Sequence[Path] | None = None) -> dict[str, int]:
+    """Join part files (default: OUT.rank*.jsonl, by rank) into OUT: complete items only, each id once (the
+    first part that has it wins). OUT is written to a temporary name and renamed."""
+    out = Path(out)
+    if not parts:
+        suffix = out.suffix or ".jsonl"
+        pattern = re.compile(re.escape(out.stem) + r"\.rank(\d+)" + re.escape(suffix) + "$")
+        found = [(int(m[1]), p) for p in out.parent.glob(f"{out.stem}.rank*") if (m := pattern.match(p.name))]
+        parts = [p for _, p in sorted(found)]
+    if not parts:
+        raise ScoreError(f"nothing to merge: no {out.stem}.rank*{out.suffix} beside {out}")
+    stats = {"parts": len(parts), "items": 0, "lines": 0, "duplicates": 0, "incomplete": 0}
+    seen: set[str] = set()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        for part in map(Path, parts):
+            if not part.is_file():
+                raise ScoreError(f"part file not found: {part}")
+            ranges = []
+            for item_id, group in _group(_scan_lines(part)[0]).items():
+                if _item_status(group) == "incomplete":
+                    stats["incomplete"] += 1
+                elif item_id in seen:
+                    stats["duplicates"] += 1
+                else:
+                    seen.add(item_id)
+                    stats["items"] += 1
+                    stats["lines"] += len(group)
+                    ranges += [(line.start, line.end) for line in group]
+            _copy_ranges(part, tmp_path, sorted(ranges), append=True)
+        os.replace(tmp_path, out)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class Summary:
+    items: int = 0  # scored (or failed) in this run
+    windows: int = 0
+    failures: int = 0
+    skipped: int = 0  # already in OUT
+    seconds: float = 0.0
+    output: str = ""
+    shard: str = ""
+
+    @property
+    def items_per_second(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        rate = f"{self.items_per_second:.1f} items/s" if self.items else "nothing to do"
+        shard = f" [shard {self.shard}]" if self.shard else ""
+        return (
+            f"scored {self.items - self.failures} items ({self.windows} windows), {self.failures} failed, "
+            f"{self.skipped} already done; {rate} in {self.seconds:.1f} s -> {self.output}{shard}"
+        )
+
+
+def _safe_name(item_id: str) -> str:
+    return re.sub(r"[^\w.\-]+", "_", item_id).strip(".") or "item"
+
+
+def _item_lines(
+    item: Item,
+    decoded: Decoded,
+    heatmaps: np.ndarray,
+    scores: np.ndarray,
+    *,
+    runtime: ModelRuntime,
+    model: dict[str, str],
+    sounding_threshold: float,
+    box_threshold: float,
+    box_min_area: float,
+    heatmap_decimals: int | None,
+    png_dir: Path | None,
+    png_kind: str,
+    windowed: bool,
+) -> list[dict]:
+    height, width = decoded.frame_size
+    lines = []
+    for k, (time_s, heatmap, score) in enumerate(zip(decoded.times, heatmaps, scores, strict=True)):
+        located = postprocess.localize(
+            heatmap, (height, width), tau=runtime.metadata.tau, threshold=box_threshold, min_area=box_min_area
+        )
+        png_path = None
+        if png_dir is not None:
+            name = _safe_name(item.id) + (f"_w{k:04d}" if windowed else "") + ".png"
+            png_path = png_dir / name
+            if png_kind == "heatmap":
+                png = postprocess.heatmap_png(located.normalized)
+            else:
+                png = postprocess.overlay_png(decoded.frames[k], located.normalized, located.boxes)
+            atomic_write_bytes(png_path, png)
+        line = {
+            "id": item.id,
+            "source": item.source,
+            "time": None if time_s is None else round(float(time_s), 3),
+        }
+        if windowed:
+            line |= {"window": k, "windows": len(decoded.times)}
+        line |= {
+            "width": int(width),
+            "height": int(height),
+            "score": round(float(score), 6),
+            "sounding": bool(score >= sounding_threshold),
+            "boxes": [
+                {"x0": b.x0, "y0": b.y0, "x1": b.x1, "y1": b.y1, "score": round(b.score, 6)}
+                for b in located.boxes
+            ],
+        }
+        if heatmap_decimals is not None:
+            line["heatmap"] = np.round(heatmap.astype(np.float64), heatmap_decimals).tolist()
+        if png_path is not None:
+            line["png"] = str(png_path)
+        line |= {"model": model, "error": None}
+        lines.append(line)
+    return lines
+
+
+def _failure_line(item: Item, failure: Failure, model: dict[str, str]) -> dict:
+    return {
+        "id": item.id,
+        "source": item.source,
+        "time": None,
+        "width": None,
+        "height": None,
+        "score": None,
+        "sounding": None,
+        "boxes": None,
+        "model": model,
+        "error": {"code": failure.code, "message": failure.message},
+    }
+
+
+def score_items(
+    items: Sequence[Item] | Sequence[str | Path],
+    model: str | Path | ModelRuntime,
+    output: str | Path,
+    *,
+    stride: float | None = None,
+    batch_size: int = 16,
+    workers: int = 2,
+    pool: str = "thread",
+    png_dir: str | Path | None = None,
+    png: str = "overlay",
+    heatmap_decimals: int | None = 4,
+    sounding_threshold: float | None = None,
+    box_threshold: float = 0.5,
+    box_min_area: float = 0.005,
+    max_seconds: float = media.DEFAULT_MAX_SECONDS,
+    max_windows: int = 1000,
+    retry_failed: bool = False,
+    providers: list[str] | None = None,
+    threads: int = 0,
+    progress: bool = False,
+    on_item: Callable[[str], None] | None = None,
+) -> Summary:
+    """Score `items` (Items, or input paths for `find_items`) with an ONNX model, appending to the JSONL file
+    `output` and skipping ids already there. Returns the run's summary.
+
+    `sounding_threshold` defaults to the model's calibrated value (else the service's fallback); boxes and
+    normalisation follow `service.postprocess`. `on_item(id)` is called after each item's lines are written.
+    """
+    started = time.perf_counter()
+    if items and not isinstance(items[0], Item):
+        items = find_items(items)
+    if len({item.id for item in items}) != len(items):
+        raise ScoreError("item ids repeat; every item needs its own id")
+    if stride is not None and not (stride > 0 and math.isfinite(stride)):
+        raise ScoreError(f"--stride must be a positive number of seconds, not {stride}")
+    if batch_size < 1:
+        raise ScoreError("--batch-size must be at least 1")
+    if png not in ("overlay", "heatmap"):
+        raise ScoreError(f"--png must be 'overlay' or 'heatmap', not {png!r}")
+    runtime = model if isinstance(model, ModelRuntime) else _load_model(model, providers, threads)
+    meta = runtime.metadata
+    if sounding_threshold is None:
+        sounding_threshold = meta.sounding_threshold
+    if sounding_threshold is None:
+        log.warning(
+            "model has no calibrated sounding_threshold; using the fallback %.2f", FALLBACK_SOUNDING_THRESHOLD
+        )
+        sounding_threshold = FALLBACK_SOUNDING_THRESHOLD
+    model_info = {"name": meta.model_name, "sha256": meta.weights_sha256 or runtime.file_sha256}
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    existing = load_existing(output, drop_failed=retry_failed)
+    finished = existing.done | existing.failed
+    todo = [item for item in items if item.id not in finished]
+    summary = Summary(skipped=len(items) - len(todo), output=str(output))
+    png_path = Path(png_dir) if png_dir is not None else None
+    if png_path is not None:
+        png_path.mkdir(parents=True, exist_ok=True)
+    spec = DecodeSpec(
+        image_size=meta.image_size,
+        sample_rate=meta.sample_rate,
+        clip_seconds=meta.clip_seconds,
+        stride=stride,
+        keep_frames=png_path is not None and png == "overlay",
+        max_seconds=max_seconds,
+        max_windows=max_windows,
+    )
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="score", unit="item", dynamic_ncols=True, file=sys.stderr)
+    post = dict(
+        runtime=runtime,
+        model=model_info,
+        sounding_threshold=sounding_threshold,
+        box_threshold=box_threshold,
+        box_min_area=box_min_area,
+        heatmap_decimals=heatmap_decimals,
+        png_dir=png_path,
+        png_kind=png,
+        windowed=stride is not None,
+    )
+
+    with output.open("a", encoding="utf-8") as out:
+
+        def write(item: Item, lines: list[dict]) -> None:
+            # All of an item's lines in one write, flushed: a kill leaves at most one partial line at the end.
+            out.write("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
+            out.flush()
+            summary.items += 1
+            if lines[0]["error"] is not None:
+                summary.failures += 1
+            else:
+                summary.windows += len(lines)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(failed=summary.failures, refresh=False)
+            if on_item is not None:
+                on_item(item.id)
+
+        def flush(batch: list[tuple[Item, Decoded]]) -> None:
+            for item, decoded, outcome in _infer(runtime, batch, batch_size):
+                if isinstance(outcome, Failure):
+                    write(item, [_failure_line(item, outcome, model_info)])
+                    continue
+                heatmaps, scores = outcome
+                try:
+                    write(item, _item_lines(item, decoded, heatmaps, scores, **post))
+                except Exception as exc:  # e.g. the PNG directory became unwritable: record, carry on
+                    write(
+                        item,
+                        [
+                            _failure_line(
+                                item,
+                                Failure("postprocess_failed", f"{type(exc).__name__}: {exc}"),
+                                model_info,
+                            )
+                        ],
+                    )
+
+        pending: list[tuple[Item, Decoded]] = []
+        n_windows = 0
+        try:
+            for item, decoded in _decode_in_order(todo, spec, workers, pool):
+                if isinstance(decoded, Failure):
+                    write(item, [_failure_line(item, decoded, model_info)])
+                    continue
+                pending.append((item, decoded))
+                n_windows += len(decoded.times)
+                if n_windows >= batch_size:
+                    flush(pending)
+                    pending, n_windows = [], 0
+            flush(pending)
+        finally:
+            if bar is not None:
+                bar.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _infer(
+    runtime: ModelRuntime, batch: list[tuple[Item, Decoded]], batch_size: int
+) -> Iterable[tuple[Item, Decoded, tuple[np.ndarray, np.ndarray] | Failure]]:
+    """Run every window of `batch` through the model in chunks of `batch_size`; per item, its heatmaps and
+    scores, or a Failure when the model raised on a chunk holding one of its windows."""
+    if not batch:
+        return
+    images = np.concatenate([d.images for _, d in batch])
+    audio = np.concatenate([d.audio for _, d in batch])
+    heatmaps: list[np.ndarray | None] = []
+    scores: list[np.ndarray | None] = []
+    errors: dict[int, str] = {}
+    for start in range(0, len(images), batch_size):
+        stop = min(start + batch_size, len(images))
+        try:
+            heatmap, score = runtime.run(images[start:stop], audio[start:stop])
+            heatmaps += list(heatmap)
+            scores += list(score)
+        except Exception as exc:  # an ORT failure on one chunk fails the items in it, not the run
+            message = f"{type(exc).__name__}: {exc}"
+            heatmaps += [None] * (stop - start)
+            scores += [None] * (stop - start)
+            errors.update(dict.fromkeys(range(start, stop), message))
+    offset = 0
+    for item, decoded in batch:
+        rows = range(offset, offset + len(decoded.times))
+        offset = rows.stop
+        failed = [errors[r] for r in rows if r in errors]
+        if failed:
+            yield item, decoded, Failure("inference_failed", failed[0])
+        else:
+            yield item, decoded, (np.stack([heatmaps[r] for r in rows]), np.array([scores[r] for r in rows]))
+
+
+def _load_model(path: str | Path, providers: list[str] | None, threads: int) -> ModelRuntime:
+    try:
+        return ModelRuntime(path, providers=providers, intra_op_threads=threads)
+    except ModelError as exc:
+        raise ScoreError(str(exc)) from None
+
+
+def _pin_gpu_to_local_rank() -> None:
+    """Under torchrun, let each process see only GPU LOCAL_RANK (among those already visible), before ORT
+    creates a CUDA context: every rank then runs on its own GPU with the default device_id 0."""
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is None or not local_rank.isdigit():
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = [d for d in visible.split(",") if d.strip()] if visible else None
+    if devices is not None and not devices:
+        return
+    choice = devices[int(local_rank) % len(devices)] if devices else local_rank
+    os.environ["CUDA_VISIBLE_DEVICES"] = choice.strip()
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `fnac score`."""
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="video files, directories or CSV/TSV lists")
+    p.add_argument("--model", help="exported ONNX model (required unless --merge)")
+    p.add_argument("-o", "--output", required=True, help="JSONL file to append to (resumed when it exists)")
+    p.add_argument(
+        "--stride",
+        type=float,
+        help="score windows every STRIDE seconds over each whole clip (default: one window)",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="windows per model call (default 16)")
+    p.add_argument("--workers", type=int, default=2, help="decoding workers; 0 decodes inline (default 2)")
+    p.add_argument(
+        "--pool",
+        choices=["thread", "process"],
+        default="thread",
+        help="decode in threads (default) or in processes (a crashing decoder then fails only its item)",
+    )
+    p.add_argument("--png-dir", help="write one PNG per item (per window with --stride) into this directory")
+    p.add_argument("--png", choices=["overlay", "heatmap"], help="which PNG (default overlay)")
+    p.add_argument(
+        "--heatmap-decimals", type=int, default=4, help="decimals of the raw heatmap in the JSONL (default 4)"
+    )
+    p.add_argument("--no-heatmap", action="store_true", help="leave the raw heatmap out of the JSONL")
+    p.add_argument(
+        "--sounding-threshold",
+        type=float,
+        help="raw score for 'sounding' (default: the model's calibrated value)",
+    )
+    p.add_argument("--box-threshold", type=float, default=0.5, help="on the normalised heatmap (default 0.5)")
+    p.add_argument("--box-min-area", type=float, default=0.005, help="smallest box, fraction of the frame")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=media.DEFAULT_MAX_SECONDS,
+        help="longest clip or audio accepted, in seconds (default %(default)g)",
+    )
+    p.add_argument("--max-windows", type=int, default=1000, help="most windows per clip with --stride")
+    p.add_argument(
+        "--shard", help="score shard i/n of the sorted id list (0-based; default: RANK/WORLD_SIZE)"
+    )
+    p.add_argument("--retry-failed", action="store_true", help="score again the items OUT records as failed")
+    p.add_argument("--providers", help="comma list of ONNX Runtime providers, e.g. cuda,cpu (default: auto)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="join OUT.rank*.jsonl (or the INPUT part files) into OUT and exit",
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`fnac score` entry point: 0 when anything was scored (or everything already was), 1 when every
+    attempted item failed, 2 on a user error."""
+    try:
+        return _run(args)
+    except ScoreError as exc:
+        print(f"fnac score: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if args.merge:
+        stats = merge_outputs(out, [Path(p) for p in args.inputs] or None)
+        print(
+            f"merged {stats['parts']} parts into {out}: {stats['items']} items ({stats['lines']} lines), "
+            f"{stats['duplicates']} duplicate and {stats['incomplete']} incomplete items left out"
+        )
+        return 0
+    if not args.model:
+        raise ScoreError("--model M.onnx is required")
+    if not args.inputs:
+        raise ScoreError("give at least one INPUT (video, directory or CSV/TSV list)")
+    if args.png is not None and args.png_dir is None:
+        raise ScoreError("--png needs --png-dir DIR")
+    items = find_items(args.inputs)
+    if not items:
+        raise ScoreError(f"no videos or frame + audio pairs found in {' '.join(args.inputs)}")
+    shard_label = ""
+    if args.shard:
+        index, count = parse_shard(args.shard)
+        shard_label = f"{index}/{count}"
+    elif (ranked := torchrun_shard()) is not None:
+        index, count = ranked
+        out = rank_output(out, index)
+        shard_label = f"{index}/{count} (torchrun)"
+        _pin_gpu_to_local_rank()
+    else:
+        index, count = 0, 1
+    total = len(items)
+    items = shard(items, index, count)
+    if count > 1:
+        log.info("shard %s: %d of %d items -> %s", shard_label, len(items), total, out)
+    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
+    if providers == ["auto"]:
+        providers = None
+    summary = score_items(
+        items,
+        args.model,
+        out,
+        stride=args.stride,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        pool=args.pool,
+        png_dir=args.png_dir,
+        png=args.png or "overlay",
+        heatmap_decimals=None if args.no_heatmap else args.heatmap_decimals,
+        sounding_threshold=args.sounding_threshold,
+        box_threshold=args.box_threshold,
+        box_min_area=args.box_min_area,
+        max_seconds=args.max_seconds,
+        max_windows=args.max_windows,
+        retry_failed=args.retry_failed,
+        providers=providers,
+        threads=args.threads,
+        progress=args.progress,
+    )
+    summary.shard = shard_label
+    print(summary.line())
+    if summary.items and summary.failures == summary.items:
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.score",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
