@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from model.atomic import atomic_path
 from model.config import FNACConfig
 from model.fnac import FNAC
 
@@ -51,18 +51,8 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def make_checkpoint(model: FNAC, metadata: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:

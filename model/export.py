@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.atomic import atomic_path
 from model.checkpoint import package_version, weights_sha256
 from model.config import FNACConfig
 from model.fnac import FNAC, FNACLocalizer
@@ -147,15 +148,8 @@ def run_onnx(session, images: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray
 def _write_atomic(proto, path: Path) -> None:
     import onnx
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
 
 
 def set_metadata(proto, metadata: dict[str, str]) -> None:

@@ -24,7 +24,6 @@ import io
 import logging
 import os
 import sys
-import tempfile
 import wave
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -32,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from model.atomic import atomic_write_bytes
 
 log = logging.getLogger("fnac.prepare")
 
@@ -101,18 +102,6 @@ def jpeg_bytes(frame: np.ndarray, quality: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader never sees a partial file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def prepare_one(job: Job, out: Path, seconds: float, sample_rate: int, jpeg_quality: int = 95) -> Outcome:

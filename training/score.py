@@ -40,7 +40,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,9 +50,10 @@ from pathlib import Path
 
 import numpy as np
 
+from model.atomic import atomic_path, atomic_write_bytes
 from service import media, postprocess
 from service.runtime import FALLBACK_SOUNDING_THRESHOLD, ModelError, ModelRuntime
-from training.prepare import VIDEO_SUFFIXES, atomic_write_bytes, find_videos
+from training.prepare import VIDEO_SUFFIXES, find_videos
 
 log = logging.getLogger("fnac.score")
 
@@ -463,16 +463,10 @@ def _copy_ranges(
                 src.seek(start)
                 dst.write(src.read(end - start))
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as dst, source.open("rb") as src:
-            for start, end in ranges:
-                src.seek(start)
-                dst.write(src.read(end - start))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp, tmp.open("wb") as dst, source.open("rb") as src:
+        for start, end in ranges:
+            src.seek(start)
+            dst.write(src.read(end - start))
 
 
 def load_existing(path: Path, *, drop_failed: bool = False) -> Existing:
@@ -513,11 +507,7 @@ def merge_outputs(out: Path, parts: Sequence[Path] | None = None) -> dict[str, i
         raise ScoreError(f"nothing to merge: no {out.stem}.rank*{out.suffix} beside {out}")
     stats = {"parts": len(parts), "items": 0, "lines": 0, "duplicates": 0, "incomplete": 0}
     seen: set[str] = set()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+    with atomic_path(out) as tmp_path:
         for part in map(Path, parts):
             if not part.is_file():
                 raise ScoreError(f"part file not found: {part}")
@@ -533,9 +523,6 @@ def merge_outputs(out: Path, parts: Sequence[Path] | None = None) -> dict[str, i
                     stats["lines"] += len(group)
                     ranges += [(line.start, line.end) for line in group]
             _copy_ranges(part, tmp_path, sorted(ranges), append=True)
-        os.replace(tmp_path, out)
-    finally:
-        tmp_path.unlink(missing_ok=True)
     return stats
 
 

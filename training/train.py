@@ -28,7 +28,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.atomic import atomic_path, atomic_write_text
 from model.config import FNACConfig
 from model.fnac import FNAC
 
@@ -328,22 +328,9 @@ def _json_safe(value):
     return value
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     """RUN/metrics.jsonl, one JSON object per completed epoch (rewritten whole, atomically)."""
-    _atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(_json_safe(r)) + "\n" for r in history))
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(_json_safe(r)) + "\n" for r in history))
 
 
 def write_curve(out: Path, history: list[dict[str, Any]]) -> None:
@@ -383,14 +370,11 @@ def write_curve(out: Path, history: list[dict[str, Any]]) -> None:
     right.grid(alpha=0.3)
     right.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".curve.", suffix=".png", dir=out)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, out / "curve.png")
+        with atomic_path(out / "curve.png") as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -640,7 +624,7 @@ def train(
             "out": str(out),
         }
         if dist.is_main and history:
-            _atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
     finally:
         if owns_group:

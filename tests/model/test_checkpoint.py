@@ -80,3 +80,21 @@ def test_import_refuses_arbitrary_pickles(tmp_path):
     torch.save({"model": {}, "payload": Evil()}, src)
     with pytest.raises(CheckpointError, match="cannot read"):
         import_official(src)
+
+
+def test_atomic_writes_have_plain_file_permissions(tmp_path, tiny_model):
+    import os
+
+    from model.atomic import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "m.pt", tiny_model)
+        # a container user must be able to read a mounted model: not mkstemp's 0600
+        assert (tmp_path / "m.pt").stat().st_mode & 0o777 == 0o644
+        with pytest.raises(RuntimeError), atomic_path(tmp_path / "x.bin") as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("killed mid-write")
+        assert not (tmp_path / "x.bin").exists() and not list(tmp_path.glob(".x.bin*"))
+    finally:
+        os.umask(old)

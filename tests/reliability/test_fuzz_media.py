@@ -1,0 +1,42 @@
+"""Hypothesis over the decode + preprocessing path: mutated media give model-shaped arrays or a MediaError,
+nothing else, and no example takes long (a hang would trip the deadline)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from benchmarks import fuzzing
+
+FAST = settings(
+    max_examples=60,
+    deadline=10_000,  # ms; the CPU is shared, a real hang is far longer
+    derandomize=True,  # the same examples on every run of the suite; `make reliability` explores
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _seeds():
+    fuzzing.seeds()  # encode the seed files once, outside the deadline
+
+
+@FAST
+@given(data=fuzzing.mutated(), stride=st.sampled_from([None, 0.5, 1e-9]))
+def test_clip_decoding_gives_model_inputs_or_a_media_error(data, stride):
+    fuzzing.check_video(data, stride)
+
+
+@FAST
+@given(image=fuzzing.mutated(), audio=fuzzing.mutated())
+def test_image_audio_decoding_gives_model_inputs_or_a_media_error(image, audio):
+    fuzzing.check_image_audio(image, audio)
+
+
+@FAST
+@given(data=fuzzing.mutated())
+def test_image_and_audio_decoders_alone(data):
+    fuzzing.check_image(data)
+    fuzzing.check_audio(data)
