@@ -44,5 +44,15 @@ bench: $(BIN)/.dev-installed
 	$(BIN)/fnac bench model
 	$(BIN)/fnac bench service
 
+# Reliability/security/performance evidence (docs/RELIABILITY.md): long parts, each under its own time bound.
+reliability: $(BIN)/.dev-installed system-deps
+	timeout 600 $(BIN)/python -m benchmarks.reliability malformed --rounds 5
+	timeout 900 $(BIN)/python -m benchmarks.reliability fuzz --seconds 300
+	timeout 600 $(BIN)/python -m benchmarks.reliability schemathesis --seconds 180
+	timeout 300 $(BIN)/python -m benchmarks.reliability load --concurrency 32 --seconds 60
+	timeout 900 $(BIN)/python -m benchmarks.reliability soak --minutes 10
+	timeout 1500 $(BIN)/python -m benchmarks.reliability kill-train --kills 12 --torchrun-kills 4
+	timeout 300 $(BIN)/python -m benchmarks.reliability decode-speed
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

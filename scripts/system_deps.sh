@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: headless Chromium for the demo-page test (driven by the `playwright` Python
-# package, so no chromium-driver). Installs only what is missing.
+# package, so no chromium-driver), and the ffmpeg CLI that `make reliability` times our decoder against.
+# Installs only what is missing.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

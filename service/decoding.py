@@ -104,13 +104,14 @@ def decode_image_audio_upload(
     )
     duration = wave.size / spec.sample_rate
     if stride is not None:
-        times = media.sweep_times(duration, clip_seconds=spec.clip_seconds, stride=stride)
-        if len(times) > spec.max_windows:
+        n = media.sweep_count(duration, clip_seconds=spec.clip_seconds, stride=stride)
+        if n > spec.max_windows:
             raise media.MediaTooLarge(
                 "too_many_windows",
-                f"a sweep of '{audio_name}' every {stride:g} s gives {len(times)} windows; the limit is "
+                f"a sweep of '{audio_name}' every {stride:g} s gives {n:g} windows; the limit is "
                 f"{spec.max_windows}, use a larger stride",
             )
+        times = media.sweep_times(duration, clip_seconds=spec.clip_seconds, stride=stride)
     elif t is not None:
         if t > duration:
             raise media.MediaError(

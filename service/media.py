@@ -23,6 +23,9 @@ Source = bytes | str | os.PathLike
 
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SECONDS = 600.0
+MAX_SAMPLE_RATE = (
+    768_000  # the highest rate real audio uses; swresample takes seconds per call on GHz "rates"
+)
 _RESAMPLE_CHUNK = 65536
 
 
@@ -173,6 +176,11 @@ def _decode_audio_stream(container, stream, sample_rate: int, max_seconds: float
     try:
         for frame in container.decode(stream):
             source_rate = source_rate or frame.sample_rate
+            if source_rate > MAX_SAMPLE_RATE:
+                raise MediaError(
+                    "unsupported_sample_rate",
+                    f"audio in '{name}' claims {source_rate} Hz; the most we read is {MAX_SAMPLE_RATE} Hz",
+                )
             for converted in to_float.resample(frame):
                 planes = converted.to_ndarray()  # [channels, samples]
                 chunks.append(planes.mean(axis=0, dtype=np.float32))
@@ -188,7 +196,15 @@ def _decode_audio_stream(container, stream, sample_rate: int, max_seconds: float
     if not chunks or source_rate is None:
         raise MediaError("empty_audio", f"the audio stream in '{name}' contains no samples")
     mono = np.concatenate(chunks)
-    return resample(mono, source_rate, sample_rate)
+    try:
+        wave = resample(mono, source_rate, sample_rate)
+    except av.FFmpegError as exc:  # an absurd rate in the header (e.g. 2^31 - 1 Hz): swresample gives up
+        raise MediaError(
+            "corrupt_media", f"audio in '{name}' could not be resampled from {source_rate} Hz: {exc}"
+        ) from None
+    if not wave.size:  # so few samples at so high a rate that nothing is left at the model rate
+        raise MediaError("empty_audio", f"the audio stream in '{name}' contains no samples")
+    return wave
 
 
 # ---------------------------------------------------------------------------------------------- video
@@ -210,13 +226,21 @@ def sweep_times(duration: float, *, clip_seconds: float, stride: float) -> list[
 
     A clip shorter than one window gives a single window at its middle.
     """
-    if stride <= 0:
-        raise ValueError("stride must be positive")
-    half = clip_seconds / 2
+    n = sweep_count(duration, clip_seconds=clip_seconds, stride=stride)
     if duration <= clip_seconds:
         return [duration / 2]
-    n = math.floor((duration - clip_seconds) / stride + 1e-9) + 1
-    return [round(half + k * stride, 6) for k in range(n)]
+    return [round(clip_seconds / 2 + k * stride, 6) for k in range(n)]
+
+
+def sweep_count(duration: float, *, clip_seconds: float, stride: float) -> float:
+    """How many windows `sweep_times` gives (math.inf when too many to count), without building them: check
+    it against a limit first, since a tiny stride would otherwise build billions of times."""
+    if stride <= 0:
+        raise ValueError("stride must be positive")
+    if duration <= clip_seconds:
+        return 1
+    steps = (duration - clip_seconds) / stride + 1e-9
+    return math.floor(steps) + 1 if math.isfinite(steps) else math.inf
 
 
 def decode_clip(
@@ -269,14 +293,14 @@ def decode_clip_sweep(
     """
 
     def choose(duration: float) -> list[float]:
-        times = sweep_times(duration, clip_seconds=clip_seconds, stride=stride)
-        if len(times) > max_windows:
+        n = sweep_count(duration, clip_seconds=clip_seconds, stride=stride)
+        if n > max_windows:
             raise MediaTooLarge(
                 "too_many_windows",
-                f"a sweep of '{name}' ({duration:.1f} s) every {stride:g} s gives {len(times)} windows; "
+                f"a sweep of '{name}' ({duration:.1f} s) every {stride:g} s gives {n:g} windows; "
                 f"the limit is {max_windows}, use a larger stride",
             )
-        return times
+        return sweep_times(duration, clip_seconds=clip_seconds, stride=stride)
 
     return _decode_windows(
         source, choose, clip_seconds, sample_rate, max_seconds, max_pixels, image_size, name
@@ -326,7 +350,12 @@ def _frames_at(container, stream, times: list[float], image_size: int | None, na
         return (rgb if image_size is None else resize_image(rgb, image_size)), rgb.shape[:2]
 
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-    container.seek(int((start + times[0]) / stream.time_base), stream=stream, backward=True, any_frame=False)
+    try:
+        container.seek(
+            int((start + times[0]) / stream.time_base), stream=stream, backward=True, any_frame=False
+        )
+    except av.FFmpegError as exc:  # e.g. a video stream without a single frame (nothing to seek to)
+        raise MediaError("corrupt_media", f"video in '{name}' could not be decoded: {exc}") from None
     frames: list[tuple[np.ndarray, tuple[int, int]]] = []
     shown = None  # the last decoded frame, as (time, VideoFrame)
     try:
@@ -379,7 +408,12 @@ def _video_stream(container, name: str):
         raise MediaError(
             "no_video_stream", f"video stream missing in upload '{name}' (streams found: {found})"
         )
-    return container.streams.video[0]
+    stream = container.streams.video[0]
+    if stream.codec_context is None:  # a codec id FFmpeg has no decoder for (e.g. a damaged header)
+        raise MediaError(
+            "unsupported_codec", f"the video stream in '{name}' uses a codec FFmpeg cannot decode"
+        )
+    return stream
 
 
 def _reported_duration(container) -> float | None:

@@ -85,6 +85,10 @@ _OPENAPI = {
     response_model=LocalizeResponse | SweepResponse,
     responses={
         200: {"content": {"image/png": {}}, "description": "JSON result, or a PNG with format=png"},
+        400: {
+            "model": ErrorBody,
+            "description": "malformed multipart body, or more parts than FNAC_MAX_PARTS",
+        },
         401: {"model": ErrorBody},
         413: {"model": ErrorBody},
         415: {"model": ErrorBody},
