@@ -9,11 +9,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def exported_model(request):
-    try:
-        return request.getfixturevalue("tiny_onnx_model")
-    except pytest.FixtureLookupError:
-        pytest.skip("tests/conftest.py provides no tiny_onnx_model yet")
+def exported_model(tiny_onnx_model):
+    return tiny_onnx_model
 
 
 async def test_exported_model_serves_a_clip(exported_model):

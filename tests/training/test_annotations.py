@@ -15,13 +15,9 @@ from training.annotations import (
 )
 from training.metrics import flickr_gt_map
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-needs_data = pytest.mark.skipif(
-    not (DATA / "vggss.json").is_file(), reason="real annotation files not present"
-)
+DATA = Path(__file__).resolve().parents[1] / "data"  # the real annotation files, committed
 
 
-@needs_data
 def test_real_vggss_json_loads_with_clipping():
     entries = load_vggss_json(DATA / "vggss.json")
     assert len(entries) == 5158
@@ -35,14 +31,12 @@ def test_real_vggss_json_loads_with_clipping():
     assert sum(len(e.boxes) for e in entries.values()) > 5158  # some samples have several boxes
 
 
-@needs_data
 def test_real_vggss_test_ids_match_json():
     ids = load_id_list(DATA / "vggss_test.csv")
     assert len(ids) == len(set(ids)) == 5158
     assert set(ids) == set(load_vggss_json(DATA / "vggss.json"))
 
 
-@needs_data
 def test_real_flickr_test_csv():
     rows = load_flickr_test_csv(DATA / "flickr_test.csv")
     assert len(rows) == 249 and len({i for i, _ in rows}) == 249
