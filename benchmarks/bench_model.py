@@ -57,7 +57,7 @@ def main(args) -> int:
     from model.export import example_inputs, export_onnx
 
     if args.calib_data:
-        from training.calibration import calibration_batches
+        from training.layout import calibration_batches
 
         calibration = calibration_batches(args.calib_data, config, 64, batch_size=8)
         calib_source = f"{args.calib_data} (64 samples)"

@@ -121,8 +121,8 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from model.config import FNACConfig
     from model.fnac import FNAC
     from model.losses import fnac_loss
-    from training.calibration import dataset_pairs
     from training.datasets import collate_pairs, open_dataset
+    from training.layout import dataset_pairs
     from training.train import SpecAugment, TrainForward
 
     if args.threads:

@@ -54,7 +54,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if precision == "int8":
         if not args.calib_data:
             raise CLIError("--int8 needs --calib-data DIR (a dataset directory with frames/ and audio/)")
-        from training.calibration import calibration_batches
+        from training.layout import calibration_batches
 
         calibration = calibration_batches(args.calib_data, model.config, args.calib_samples, batch_size=8)
     meta = {k: v for k, v in ckpt.get("metadata", {}).items() if isinstance(v, str | int | float)}

@@ -32,11 +32,10 @@ import torch
 from torch.utils.data import Dataset
 
 from model.config import FNACConfig
+from training.layout import frames_and_audio
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac")
 SPLITS = ("train", "val", "test")
 
 
@@ -67,16 +66,6 @@ class DecodeFailure:
 
 
 # ---------------------------------------------------------------------------------------------- layouts
-
-
-def _media_by_id(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
-    if not folder.is_dir():
-        return {}
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in suffixes and not path.name.startswith("."):
-            found.setdefault(path.stem, path)
-    return found
 
 
 def _read_split(root: Path, split: str) -> list[str] | None:
@@ -144,8 +133,7 @@ def _select_ids(root: Path, split: str, media_ids: set[str], annotated: set[str]
 def vggss_samples(root: str | Path, split: str = "train") -> tuple[list[Sample], dict[str, Any]]:
     """Samples of a VGG-SS style directory for one split, and a description of what was used."""
     root = Path(root)
-    frames = _media_by_id(root / "frames", IMAGE_SUFFIXES)
-    audio = _media_by_id(root / "audio", AUDIO_SUFFIXES)
+    frames, audio = frames_and_audio(root)
     media_ids = set(frames) & set(audio)
     boxes = _vggss_boxes(root)
     ids, source = _select_ids(root, split, media_ids, set(boxes), set())
@@ -175,8 +163,7 @@ def flickr_samples(
     from training.annotations import load_flickr_annotations, load_id_list
 
     root = Path(root)
-    frames = _media_by_id(root / "frames", IMAGE_SUFFIXES)
-    audio = _media_by_id(root / "audio", AUDIO_SUFFIXES)
+    frames, audio = frames_and_audio(root)
     media_ids = set(frames) & set(audio)
     test_path = Path(test_list) if test_list else root / "flickr_test.csv"
     tests = set(load_id_list(test_path)) if test_path.is_file() else set()

@@ -17,6 +17,7 @@ import numpy as np
 
 from training import metrics
 from training.annotations import load_flickr_annotations, load_vggss_json
+from training.layout import frames_and_audio, load_pair
 
 log = logging.getLogger(__name__)
 NEGATIVE_KINDS = ("silence", "noise", "offscreen")
@@ -84,19 +85,8 @@ def ground_truth(root: Path, size: int = metrics.EVAL_SIZE) -> tuple[str, dict[s
 
 
 def find_media(root: Path, ids) -> dict[str, tuple[Path, Path]]:
-    frames = {p.stem: p for p in (root / "frames").glob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"}}
-    audio = {
-        p.stem: p for p in (root / "audio").glob("*") if p.suffix.lower() in {".wav", ".flac", ".mp3", ".ogg"}
-    }
+    frames, audio = frames_and_audio(root)
     return {i: (frames[i], audio[i]) for i in ids if i in frames and i in audio}
-
-
-def _load_inputs(frame: Path, audio: Path, spec: InputSpec):
-    from service.media import decode_audio, decode_image, fit_audio_window, resize_image
-
-    image = resize_image(decode_image(frame, name=frame.name), spec.image_size)
-    wave = decode_audio(audio, sample_rate=spec.sample_rate, name=audio.name)
-    return image, fit_audio_window(wave, spec.n_samples)
 
 
 def _load_audio(path: Path, spec: InputSpec) -> np.ndarray:
@@ -146,7 +136,7 @@ def evaluate(
         chunk, images, audio = [], [], []
         for sample_id in ids[first : first + batch_size]:
             try:
-                image, wave = _load_inputs(*media[sample_id], predictor.spec)
+                image, wave = load_pair(*media[sample_id], predictor.spec)
             except MediaError as exc:
                 failures.append({"id": sample_id, "code": exc.code, "message": exc.message})
                 log.warning("skipping %s: %s", sample_id, exc.message)

@@ -33,10 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from model.atomic import atomic_write_bytes
+from training.layout import VIDEO_SUFFIXES
 
 log = logging.getLogger("fnac.prepare")
-
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 
 
 @dataclass(frozen=True)

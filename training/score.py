@@ -53,12 +53,11 @@ import numpy as np
 from model.atomic import atomic_path, atomic_write_bytes
 from service import media, postprocess
 from service.runtime import FALLBACK_SOUNDING_THRESHOLD, ModelError, ModelRuntime
-from training.prepare import VIDEO_SUFFIXES, find_videos
+from training.layout import VIDEO_SUFFIXES, frames_and_audio
+from training.prepare import find_videos
 
 log = logging.getLogger("fnac.score")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac")
 LIST_SUFFIXES = (".csv", ".tsv", ".tab")
 
 
@@ -116,18 +115,9 @@ def _is_dataset_dir(path: Path) -> bool:
     return (path / "frames").is_dir() and (path / "audio").is_dir()
 
 
-def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in suffixes and p.is_file() and not p.name.startswith("."):
-            found.setdefault(p.stem, p)
-    return found
-
-
 def _dataset_items(root: Path) -> list[Item]:
     """frames/<id>.jpg + audio/<id>.wav pairs; an id with only one of the two is a failed item."""
-    frames = _by_stem(root / "frames", IMAGE_SUFFIXES)
-    audio = _by_stem(root / "audio", AUDIO_SUFFIXES)
+    frames, audio = frames_and_audio(root)
     items = []
     for item_id in sorted(frames.keys() | audio.keys()):
         problem = None
