@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: serve test lint format bench reliability clean
+.PHONY: serve test lint format bench reliability clean system-deps
 
 # Serving environment: the `serve` extra only (no torch), then the service on the bundled default model.
 $(BIN)/.serve-installed: pyproject.toml
