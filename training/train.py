@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.atomic import atomic_path, atomic_write_text
+from model.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
 from model.config import FNACConfig
 from model.fnac import FNAC
 
@@ -407,6 +407,9 @@ def train(
         local_batch = options.batch_size // dist.world_size
         resume_from = None
         last_path = out / "last.pt"
+        if dist.is_main and out.is_dir():  # a kill during a checkpoint write leaves its temporary file behind
+            for stale in remove_stale_temporaries(out):
+                log.info("removed %s, left by an interrupted write", stale.name)
         if options.resume and last_path.is_file():
             resume_from = read_checkpoint(last_path)
             saved = FNACConfig.from_dict(resume_from["config"])

@@ -85,7 +85,7 @@ def test_import_refuses_arbitrary_pickles(tmp_path):
 def test_atomic_writes_have_plain_file_permissions(tmp_path, tiny_model):
     import os
 
-    from model.atomic import atomic_path
+    from model.atomic import atomic_path, remove_stale_temporaries
 
     old = os.umask(0o022)
     try:
@@ -96,5 +96,9 @@ def test_atomic_writes_have_plain_file_permissions(tmp_path, tiny_model):
             tmp.write_bytes(b"partial")
             raise RuntimeError("killed mid-write")
         assert not (tmp_path / "x.bin").exists() and not list(tmp_path.glob(".x.bin*"))
+        # what a SIGKILL mid-write leaves behind is recognised and removed; real files are kept
+        (tmp_path / ".last.pt.k3j2.tmp").write_bytes(b"half a checkpoint")
+        removed = remove_stale_temporaries(tmp_path)
+        assert [p.name for p in removed] == [".last.pt.k3j2.tmp"] and (tmp_path / "m.pt").is_file()
     finally:
         os.umask(old)

@@ -55,3 +55,5 @@ def test_random_sigkills_then_resume_lose_nothing_and_match_an_uninterrupted_run
     assert comparison["epochs"] == list(range(1, EPOCHS + 1)), report  # nothing repeated, nothing missing
     assert comparison["weights_identical"], (comparison, report)
     assert comparison["max_metric_diff"] == 0.0, (comparison, report)
+    # the final --resume cleared what killed checkpoint writes had left behind
+    assert not list((tmp_path / "killed").glob(".*.tmp")), report
