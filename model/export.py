@@ -121,16 +121,16 @@ def compare(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarra
     )
 
 
-def ort_session(
-    path: str | os.PathLike, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0
-):
+def ort_session(model, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):
+    """An ONNX Runtime session on an .onnx path or an in-memory ModelProto."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    return ort.InferenceSession(source, sess_options=options, providers=list(providers))
 
 
 def run_torch(model: FNAC, images: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +145,8 @@ def run_onnx(session, images: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray
     return heatmap.astype(np.float32), score.astype(np.float32)
 
 
-def _write_atomic(proto, path: Path) -> None:
+def write_onnx(proto, path: Path) -> None:
+    """Save a ModelProto atomically (a reader never sees a partial model)."""
     import onnx
 
     with atomic_path(path) as tmp:
@@ -225,7 +226,7 @@ def verify(
     proto, model: FNAC, batch_sizes: Iterable[int] = (1, 5), providers=("CPUExecutionProvider",)
 ) -> Parity:
     """Run the graph with ONNX Runtime and torch on the same inputs; pooled parity over all batch sizes."""
-    session = ort_session_from_proto(proto, providers)
+    session = ort_session(proto, providers)
     refs, cands, sizes = [], [], []
     for i, batch in enumerate(batch_sizes):
         images, audio = example_inputs(model.config, batch, seed=100 + i)
@@ -238,14 +239,6 @@ def verify(
     )
     parity.batch_sizes = sizes
     return parity
-
-
-def ort_session_from_proto(proto, providers=("CPUExecutionProvider",)):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=list(providers))
 
 
 def half_precision_copy(model: FNAC) -> FNAC:
@@ -284,7 +277,7 @@ def export_onnx(
             f"({parity.relative_diff:.2e} of the heatmap range > {FP32_TOLERANCE:g}); refusing to write {path}"
         )
     if precision == "fp32":
-        _write_atomic(proto, path)
+        write_onnx(proto, path)
         return parity
     if precision == "fp16":
         reduced = export_fp32_proto(half_precision_copy(model), meta)
@@ -306,7 +299,7 @@ def export_onnx(
             f"{precision} heatmaps correlate {reduced_parity.correlation:.4f} with torch "
             f"(< {REDUCED_MIN_CORRELATION}); refusing to write {path}"
         )
-    _write_atomic(reduced, path)
+    write_onnx(reduced, path)
     return reduced_parity
 
 

@@ -197,11 +197,11 @@ def write_threshold(model_path: Path, threshold: float) -> None:
     if model_path.suffix == ".onnx":
         import onnx
 
-        from model.export import _write_atomic, set_metadata
+        from model.export import set_metadata, write_onnx
 
         proto = onnx.load(str(model_path))
         set_metadata(proto, {"sounding_threshold": repr(float(threshold))})
-        _write_atomic(proto, model_path)
+        write_onnx(proto, model_path)
     else:
         import torch
 
