@@ -16,14 +16,14 @@ import io
 import json
 import logging
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.live_server import live_server
 
 FRAME_SIZE = (640, 360)
 UPLOAD_SAMPLE_RATE = 44100
@@ -126,46 +126,12 @@ async def _load(base: str, files: dict, concurrency: int, seconds: float) -> dic
 
 @contextlib.contextmanager
 def running_server(model: Path, max_batch: int, threads: int, log_path: Path, timeout: float = 180):
-    """`fnac serve` in its own process on a free loopback port; yields the base URL once /readyz is 200."""
-    import httpx
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "FNAC_MODEL": str(model),
-        "FNAC_HOST": "127.0.0.1",
-        "FNAC_PORT": str(port),
-        "FNAC_MAX_BATCH": str(max_batch),
-        "FNAC_LOG_LEVEL": "warning",
-    }
+    """`fnac serve` with the given micro-batch limit; yields the base URL once /readyz is 200."""
+    env = {"FNAC_MAX_BATCH": str(max_batch)}
     if threads:
         env["FNAC_INTRA_OP_THREADS"] = str(threads)
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from service.cli import serve; serve()"], env=env, stdout=log, stderr=log
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"benchmark server did not become ready:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with live_server(model, log_path, env, ready_timeout=timeout) as server:
+        yield server.base
 
 
 def run_benchmark(

@@ -9,10 +9,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.live_server import live_server
 from tests.service.conftest import encode_audio, encode_image, frame_with_square, make_clip, tone
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,40 +37,9 @@ VIEWPORT = {"width": 1000, "height": 1000}
 @pytest.fixture(scope="module")
 def server(tiny_onnx_model, tmp_path_factory):
     """`fnac serve` on the tiny exported FNAC model, in its own process on a free loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     log_path = tmp_path_factory.mktemp("demo") / "server.log"
-    env = {
-        **os.environ,
-        "FNAC_MODEL": str(tiny_onnx_model),
-        "FNAC_HOST": "127.0.0.1",
-        "FNAC_PORT": str(port),
-        "FNAC_DECODE_WORKERS": "1",
-    }
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from service.cli import serve; serve()"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"demo server did not become ready:\n{log_path.read_text()}")
-        time.sleep(0.2)
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
+    with live_server(tiny_onnx_model, log_path, {"FNAC_DECODE_WORKERS": "1"}, ready_timeout=60) as running:
+        yield running.base
 
 
 @pytest.fixture(scope="module")
