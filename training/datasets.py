@@ -142,8 +142,13 @@ def vggss_samples(root: str | Path, split: str = "train") -> tuple[list[Sample],
         for i in ids
         if i in media_ids
     ]
-    info = {
-        "layout": "vggss",
+    return samples, _split_info("vggss", root, split, source, ids, samples)
+
+
+def _split_info(layout: str, root: Path, split: str, source: str, ids: list, samples: list[Sample]) -> dict:
+    """What a split listed and what it could use, for logs and the run's data description."""
+    return {
+        "layout": layout,
         "root": str(root),
         "split": split,
         "ids_from": source,
@@ -152,7 +157,6 @@ def vggss_samples(root: str | Path, split: str = "train") -> tuple[list[Sample],
         "missing_media": len(ids) - len(samples),
         "with_boxes": sum(s.boxes is not None for s in samples),
     }
-    return samples, info
 
 
 def flickr_samples(
@@ -184,17 +188,7 @@ def flickr_samples(
                     box_format="flickr" if boxes else None,
                 )
             )
-    info = {
-        "layout": "flickr",
-        "root": str(root),
-        "split": split,
-        "ids_from": source,
-        "listed": len(ids),
-        "with_media": len(samples),
-        "missing_media": len(ids) - len(samples),
-        "with_boxes": sum(s.boxes is not None for s in samples),
-    }
-    return samples, info
+    return samples, _split_info("flickr", root, split, source, ids, samples)
 
 
 def read_manifest(path: str | Path) -> list[tuple[str, Path]]:

@@ -19,7 +19,6 @@ from PIL import Image
 from benchmarks.live_server import live_server
 from tests.service.conftest import encode_audio, encode_image, frame_with_square, make_clip, tone
 
-REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # The flags from docs/ENVIRONMENT.md; Playwright adds --headless and a fresh --user-data-dir per launch.
 CHROMIUM_FLAGS = [
