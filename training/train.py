@@ -76,6 +76,8 @@ class TrainOptions:
     progress: bool = True
     name: str | None = None
     log_every: int = 10  # steps between loss-curve points
+    cache: bool = False  # decode the training set once, augment batches on the device (training/cache.py)
+    cache_dir: str | None = None  # keep the decoded arrays here, shared by later runs on the same data
 
 
 class SpecAugment(nn.Module):
@@ -475,15 +477,28 @@ def train(
             model = nn.parallel.DistributedDataParallel(
                 forward, device_ids=[dist.device.index] if dist.device.type == "cuda" else None
             )
-        loader = _loader(
-            train_set,
-            local_batch,
-            shuffle=True,
-            drop_last=True,
-            dist=dist,
-            options=options,
-            seed=options.seed,
-        )
+        if options.cache:
+            from training.cache import CachedLoader, load_or_build
+
+            if options.cache_dir and not dist.is_main:
+                D.barrier()  # rank 0 decodes and writes the arrays; the others then read them
+            arrays = load_or_build(
+                train_set, options.cache_dir, options.workers, progress=dist.is_main and options.progress
+            )
+            if options.cache_dir and dist.is_main:
+                D.barrier()
+            loader = CachedLoader(arrays, config.image_size, local_batch, dist=dist, seed=options.seed)
+            del arrays
+        else:
+            loader = _loader(
+                train_set,
+                local_batch,
+                shuffle=True,
+                drop_last=True,
+                dist=dist,
+                options=options,
+                seed=options.seed,
+            )
         if len(loader) == 0:
             raise ValueError(f"{len(train_set)} training samples give no full batch of {options.batch_size}")
         if dist.is_main:
@@ -771,6 +786,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="heatmap upsampling for validation cIoU (default %(default)s)",
     )
     g.add_argument("--max-samples", type=int, help="use only the first N training samples")
+    g.add_argument(
+        "--cache",
+        action="store_true",
+        help="decode the training set once and crop/flip whole batches on the device (same augmentation; "
+        "for data that fits in device memory; far faster on a GPU)",
+    )
+    g.add_argument(
+        "--cache-dir",
+        help="with --cache: keep the decoded arrays here so later runs on the same data reuse them",
+    )
     g = p.add_argument_group("execution")
     g.add_argument(
         "--workers",
@@ -804,6 +829,8 @@ def options_from_args(args: argparse.Namespace) -> tuple[FNACConfig, TrainOption
     )
     fields = {f.name for f in dataclasses.fields(TrainOptions)}
     options = TrainOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    if options.cache_dir:
+        options.cache = True
     if options.val_split == "test":
         raise ValueError(
             "--val-split test: model selection on the test split is the official pitfall; use val"

@@ -1,0 +1,315 @@
+"""FNAC vs the contrastive-only baseline on the synthetic benchmark, at a high and a low false-negative rate.
+
+For each class count K (few classes ⇒ many same-class pairs in a batch, i.e. in-batch false negatives), one
+`fnac synth --preset headroom` dataset; on it, FNAC and the baseline (`fnac train --baseline`) with several
+seeds, everything else equal. Every run is scored on the TEST split with the official protocol (AP50, AUC,
+mean cIoU; the model was selected on the validation split), and its trained encoders are probed on training
+batches of the same size as in training:
+
+- the measured in-batch false-negative rate: the fraction of off-diagonal pairs (n ≠ m) of a batch whose
+  sounding objects are of one class, the pairs the contrastive loss wrongly pushes apart;
+- how well each adjacency finds them: for every row with k ≥ 1 same-class partners, the fraction of its k
+  highest off-diagonal entries that are same-class (R-precision: precision = recall at that cut-off), and
+  whether its single highest entry is (precision@1), for the audio adjacency a·aᵀ (FNS-1's target), the image
+  adjacency ḡ·ḡᵀ (FNS-2's) and the audio-visual logits themselves.
+
+Writes OUT/science.json (every number) and OUT/science.md (the table), OUT/runs/<name>/ and OUT/data_k<K>/.
+Runs go in parallel (`--parallel`), sharing one decode cache per dataset (`fnac train --cache-dir`).
+
+    python -m benchmarks.science -o OUT [--classes 5 30] [--seeds 0 1 2] [--train 16000] [--epochs 20]
+        [--width 32 --dim 128 --image-size 128 --lr 1e-3 --dropout-img 0 --warmup-epochs 5] [--parallel 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("fnac.science")
+
+
+def synth(out: Path, classes: int, args) -> Path:
+    data = out / f"data_k{classes}"
+    if (data / "priors.json").is_file():
+        return data
+    command = [
+        sys.executable, "-m", "training.cli", "synth", "-o", str(data), "--preset", "headroom",
+        "--classes", str(classes), "--train", str(args.train), "--val", str(args.val), "--test", str(args.test),
+        "--image-size", str(args.data_image_size), "--workers", str(args.synth_workers), "--seed", "0",
+        "--priors", "--no-negatives",
+    ]  # fmt: skip
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return data
+
+
+def run_names(args) -> list[tuple[str, int, str, int]]:
+    return [
+        (f"k{k}_{method}_s{seed}", k, method, seed)
+        for k in args.classes
+        for method in ("fnac", "baseline")
+        for seed in args.seeds
+    ]
+
+
+def train_command(data: Path, run_dir: Path, method: str, seed: int, args) -> list[str]:
+    command = [
+        sys.executable, "-m", "training.cli", "train", "--data", str(data), "-o", str(run_dir),
+        "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
+        "--warmup-epochs", str(args.warmup_epochs), "--width", str(args.width), "--dim", str(args.dim),
+        "--image-size", str(args.image_size), "--dropout-img", str(args.dropout_img), "--seed", str(seed),
+        "--cache-dir", str(args.out / "cache"), "--workers", "2", "--no-progress",
+        "--val-batch-size", "250", "--name", run_dir.name,
+    ]  # fmt: skip
+    if args.device:
+        command += ["--device", args.device]
+    if method == "baseline":
+        command.append("--baseline")
+    return command
+
+
+def train_one(spec, data: Path, args) -> dict:
+    name, _, method, seed = spec
+    run_dir = args.out / "runs" / name
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        return {"name": name, "wall_seconds": json.loads(summary_path.read_text())["wall_seconds"]}
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    command = train_command(data, run_dir, method, seed, args)
+    if (run_dir / "last.pt").is_file():
+        command.append("--resume")
+    start = time.perf_counter()
+    with open(args.out / "runs" / f"{name}.log", "a") as logfile:
+        try:
+            code = subprocess.run(
+                command, stdout=logfile, stderr=subprocess.STDOUT, timeout=args.time_limit
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = "time limit"
+    wall = time.perf_counter() - start
+    log.info("%s: finished (%s) in %.0f s", name, code, wall)
+    return {"name": name, "wall_seconds": wall, "exit": code}
+
+
+def _split_classes(data: Path) -> dict[str, int]:
+    annotations = json.loads((data / "annotations.json").read_text())
+    return {entry["file"]: int(entry["class_index"]) for entry in annotations["samples"]}
+
+
+def adjacency_probe(checkpoint: Path, data: Path, batch: int, n_batches: int, device: str) -> dict:
+    """In-batch false-negative rate and how well the trained adjacencies find those pairs (see module doc)."""
+    import torch
+
+    from model.checkpoint import load_model
+    from model.losses import audio_adjacency, image_adjacency, pair_logits
+    from training.datasets import open_dataset
+
+    model, _ = load_model(checkpoint)
+    model.to(device)
+    dataset = open_dataset(data, model.config, "train", train=False, with_gt=False)
+    class_of = _split_classes(data)
+    rng = np.random.default_rng(0)  # the same batches for every run on this dataset
+    order = rng.permutation(len(dataset))[: batch * n_batches]
+    stats: dict[str, list[float]] = {}
+
+    def add(key, value):
+        stats.setdefault(key, []).append(float(value))
+
+    with torch.inference_mode():
+        for b in range(n_batches):
+            items = [dataset[int(i)] for i in order[b * batch : (b + 1) * batch]]
+            labels = torch.tensor([class_of[item["id"]] for item in items], device=device)
+            image = torch.stack([item["image"] for item in items]).to(device)
+            audio = torch.stack([item["audio"] for item in items]).to(device)
+            v, a = model(image, audio)
+            same = labels[:, None] == labels[None, :]
+            off = ~torch.eye(len(items), dtype=torch.bool, device=device)
+            positives = (same & off).sum(dim=1)
+            add("false_negative_rate", (same & off).sum() / off.sum())
+            add("rows_with_false_negative", (positives > 0).float().mean())
+            tau = model.tau
+            for name, matrix in (
+                ("audio", audio_adjacency(a, tau)),
+                ("image", image_adjacency(v, tau)),
+                ("audio_visual", pair_logits(v, a, tau)),
+            ):
+                scores = matrix.masked_fill(~off, float("-inf"))
+                ranked = scores.argsort(dim=1, descending=True)
+                hits = same.gather(1, ranked)  # [B, B]: is the r-th highest partner same-class
+                rows = positives > 0
+                r_precision = [
+                    hits[n, : int(positives[n])].float().mean() for n in range(len(items)) if rows[n]
+                ]
+                add(f"{name}_r_precision", torch.stack(r_precision).mean())
+                add(f"{name}_precision_at_1", hits[rows, 0].float().mean())
+    return {key: float(np.mean(values)) for key, values in stats.items()}
+
+
+def _mean_std(values: list[float]) -> dict:
+    array = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if array.size > 1 else 0.0,
+        "n": int(array.size),
+    }
+
+
+def summarize(args, results: list[dict], priors: dict[int, dict]) -> dict:
+    table = {}
+    for classes in args.classes:
+        for method in ("fnac", "baseline"):
+            rows = [r for r in results if r["classes"] == classes and r["method"] == method]
+            if not rows:
+                continue
+            table[f"k{classes}_{method}"] = {
+                "classes": classes,
+                "method": method,
+                **{
+                    key: _mean_std([r[key] for r in rows])
+                    for key in ("ap50", "auc", "mean_ciou", "wall_seconds", "best_epoch", "epochs_done")
+                },
+                **{key: _mean_std([r["probe"][key] for r in rows]) for key in rows[0]["probe"]},
+            }
+    return {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "priors": priors,
+        "groups": table,
+        "runs": results,
+    }
+
+
+def markdown(report: dict) -> str:
+    def pm(cell, scale=1.0, digits=3):
+        return f"{cell['mean'] * scale:.{digits}f} ± {cell['std'] * scale:.{digits}f}"
+
+    s = report["settings"]
+    lines = [
+        f"Synthetic benchmark, preset headroom, {s['train']} training scenes, test split of {s['test']}; "
+        f"network width {s['width']}, dim {s['dim']}, {s['image_size']} px; batch {s['batch_size']}, "
+        f"Adam lr {s['lr']}, {s['epochs']} epochs (FNAC: contrastive for {s['warmup_epochs']} then + 100·FNS-1 "
+        f"+ 100·FNS-2 + 100·TNE), visual dropout {s['dropout_img']}; seeds {s['seeds']}; best epoch chosen on "
+        "the validation split. Mean ± std over seeds; AP50 / AUC / mean cIoU on the test split, bicubic.",
+        "",
+        "| classes | in-batch FN rate | method | AP50 | AUC | mean cIoU | R-prec. audio adj. | R-prec. image adj. | R-prec. AV logits | wall s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for group in report["groups"].values():
+        lines.append(
+            f"| {group['classes']} | {pm(group['false_negative_rate'])} | {group['method']} | {pm(group['ap50'])} | "
+            f"{pm(group['auc'])} | {pm(group['mean_ciou'])} | {pm(group['audio_r_precision'])} | "
+            f"{pm(group['image_r_precision'])} | {pm(group['audio_visual_r_precision'])} | "
+            f"{group['wall_seconds']['mean']:.0f} |"
+        )
+    lines += ["", "| classes | prior | AP50 | AUC | mean cIoU |", "|---|---|---|---|---|"]
+    for classes, priors in report["priors"].items():
+        for name, value in priors.items():
+            if isinstance(value, dict) and "ap50" in value:
+                lines.append(
+                    f"| {classes} | {name} | {value['ap50']:.3f} | {value['auc']:.3f} | {value['mean_ciou']:.3f} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.science",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "-o", "--out", type=Path, required=True, help="work directory (resumable: finished runs are kept)"
+    )
+    p.add_argument("--classes", type=int, nargs="+", default=[5, 30], help="class counts K (default 5 30)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--train", type=int, default=16000, help="training scenes per dataset")
+    p.add_argument("--val", type=int, default=500)
+    p.add_argument("--test", type=int, default=500)
+    p.add_argument("--data-image-size", type=int, default=128, help="frame size the datasets are drawn at")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--warmup-epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--dropout-img", type=float, default=0.0)
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--parallel", type=int, default=1, help="training runs at once (one GPU holds many)")
+    p.add_argument("--synth-workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--time-limit", type=float, help="seconds; a run past it is stopped and its best.pt used")
+    p.add_argument("--probe-batches", type=int, default=8)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args.out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    from model.config import FNACConfig
+    from training.cache import load_or_build
+    from training.datasets import open_dataset
+    from training.evaluate import evaluate
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    datasets, priors = {}, {}
+    for classes in args.classes:
+        start = time.perf_counter()
+        datasets[classes] = synth(args.out, classes, args)
+        priors[classes] = json.loads((datasets[classes] / "priors.json").read_text())
+        config = FNACConfig(width=args.width, dim=args.dim, image_size=args.image_size)
+        load_or_build(
+            open_dataset(datasets[classes], config, "train", train=True),
+            args.out / "cache",
+            workers=args.synth_workers,
+            progress=False,
+        )
+        log.info("dataset K=%d ready in %.0f s", classes, time.perf_counter() - start)
+
+    specs = run_names(args)
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        walls = {r["name"]: r for r in pool.map(lambda spec: train_one(spec, datasets[spec[1]], args), specs)}
+
+    results = []
+    for name, classes, method, seed in specs:
+        run_dir = args.out / "runs" / name
+        if not (run_dir / "best.pt").is_file():
+            log.warning("%s has no best.pt; left out", name)
+            continue
+        report, _, _ = evaluate(run_dir / "best.pt", datasets[classes], negatives=False, progress=False)
+        history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        best_epoch = history[-1]["best_epoch"]
+        results.append(
+            {
+                "name": name, "classes": classes, "method": method, "seed": seed,
+                "ap50": report["ap50"], "auc": report["auc"], "mean_ciou": report["mean_ciou"], "n": report["n"],
+                "best_epoch": best_epoch, "epochs_done": len(history), "wall_seconds": walls[name]["wall_seconds"],
+                "exit": walls[name].get("exit", 0),
+                "val_ap50_by_epoch": [row.get("val_ap50") for row in history],
+                "probe": adjacency_probe(run_dir / "best.pt", datasets[classes], args.batch_size, args.probe_batches, device),
+            }
+        )  # fmt: skip
+        log.info(
+            "%s: test AP50 %.3f AUC %.3f (best epoch %d of %d)",
+            name,
+            report["ap50"],
+            report["auc"],
+            best_epoch,
+            len(history),
+        )
+        # after every run, so an interrupted analysis keeps what it has
+        (args.out / "science.json").write_text(json.dumps(summarize(args, results, priors), indent=1) + "\n")
+    report = summarize(args, results, priors)
+    (args.out / "science.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / "science.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
