@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     # Post-processing and decisions.
     box_threshold: float = Field(0.5, ge=0, le=1, description="on the min-max normalised heatmap")
     box_min_area: float = Field(0.005, ge=0, le=1, description="smallest box component, fraction of frame")
+    silence_dbfs: float = Field(
+        -60.0,
+        le=0,
+        description="audio windows whose RMS level is at or below this (dBFS) are never `sounding`",
+    )
     sounding_threshold: float | None = Field(None, description="overrides the model's calibrated threshold")
 
     # HTTP.

@@ -9,6 +9,8 @@ The rules, in one place:
   fraction of the frame) dropped; each box is the component's bounding box in frame pixels, x1/y1 exclusive.
   A box's `score` is the raw cosine (upsampled heatmap x tau) at the component's best pixel, so it is in
   the same units as the response's `score`. Boxes are sorted by score, best first.
+- Sounding: `score` >= the model's calibrated threshold AND the audio window's RMS level above `silence_dbfs`
+  (default -60 dBFS): a window with nothing to hear has no sounding object, whatever the network says.
 - PNGs: the bare heatmap is 8-bit greyscale, round(255 x normalised map), at the frame's size; the overlay
   blends a jet colormap of the normalised map (alpha 0.5) onto the frame and draws the boxes.
 """
@@ -23,6 +25,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 OVERLAY_ALPHA = 0.5
+SILENCE_DBFS = -60.0  # the usual digital-silence level (FFmpeg's silencedetect uses the same default)
+LEVEL_FLOOR_DBFS = -120.0  # reported for exact zeros instead of -inf
 BOX_COLOR = (255, 255, 255)
 
 
@@ -33,6 +37,19 @@ class Box:
     x1: int  # exclusive
     y1: int  # exclusive
     score: float
+
+
+def audio_level_dbfs(audio: np.ndarray) -> float:
+    """RMS level of a waveform in [-1, 1], in dB relative to full scale (a full-scale square wave is 0)."""
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    return max(LEVEL_FLOOR_DBFS, 20.0 * np.log10(rms)) if rms > 0 else LEVEL_FLOOR_DBFS
+
+
+def is_sounding(
+    score: float, level_dbfs: float, threshold: float, silence_dbfs: float = SILENCE_DBFS
+) -> bool:
+    """The `sounding` decision: the network's score passes the calibrated threshold and there is audio at all."""
+    return bool(score >= threshold and level_dbfs > silence_dbfs)
 
 
 def upsample(heatmap: np.ndarray, height: int, width: int) -> np.ndarray:

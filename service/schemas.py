@@ -38,7 +38,10 @@ class Timings(BaseModel):
 class Localization(BaseModel):
     time: float | None = Field(None, description="centre of the audio window, seconds from the start")
     score: float = Field(description="raw audio-visual cosine, the max of the heatmap x tau")
-    sounding: bool = Field(description="score >= the model's sounding threshold")
+    sounding: bool = Field(
+        description="score >= the model's sounding threshold and the audio louder than FNAC_SILENCE_DBFS"
+    )
+    audio_level_dbfs: float = Field(description="RMS level of the audio window, dB full scale (-120 = zeros)")
     heatmap: Heatmap
     boxes: list[Box]
 

@@ -555,6 +555,7 @@ def _item_lines(
     runtime: ModelRuntime,
     model: dict[str, str],
     sounding_threshold: float,
+    silence_dbfs: float,
     box_threshold: float,
     box_min_area: float,
     heatmap_decimals: int | None,
@@ -568,6 +569,7 @@ def _item_lines(
         located = postprocess.localize(
             heatmap, (height, width), tau=runtime.metadata.tau, threshold=box_threshold, min_area=box_min_area
         )
+        level = postprocess.audio_level_dbfs(decoded.audio[k])
         png_path = None
         if png_dir is not None:
             name = _safe_name(item.id) + (f"_w{k:04d}" if windowed else "") + ".png"
@@ -588,7 +590,8 @@ def _item_lines(
             "width": int(width),
             "height": int(height),
             "score": round(float(score), 6),
-            "sounding": bool(score >= sounding_threshold),
+            "sounding": postprocess.is_sounding(float(score), level, sounding_threshold, silence_dbfs),
+            "audio_level_dbfs": round(level, 2),
             "boxes": [
                 {"x0": b.x0, "y0": b.y0, "x1": b.x1, "y1": b.y1, "score": round(b.score, 6)}
                 for b in located.boxes
@@ -631,6 +634,7 @@ def score_items(
     png: str = "overlay",
     heatmap_decimals: int | None = 4,
     sounding_threshold: float | None = None,
+    silence_dbfs: float = postprocess.SILENCE_DBFS,
     box_threshold: float = 0.5,
     box_min_area: float = 0.005,
     max_seconds: float = media.DEFAULT_MAX_SECONDS,
@@ -696,6 +700,7 @@ def score_items(
         runtime=runtime,
         model=model_info,
         sounding_threshold=sounding_threshold,
+        silence_dbfs=silence_dbfs,
         box_threshold=box_threshold,
         box_min_area=box_min_area,
         heatmap_decimals=heatmap_decimals,
@@ -848,6 +853,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         help="raw score for 'sounding' (default: the model's calibrated value)",
     )
+    p.add_argument(
+        "--silence-dbfs",
+        type=float,
+        default=postprocess.SILENCE_DBFS,
+        help="audio windows at or below this RMS level are never 'sounding' (default %(default)s dBFS)",
+    )
     p.add_argument("--box-threshold", type=float, default=0.5, help="on the normalised heatmap (default 0.5)")
     p.add_argument("--box-min-area", type=float, default=0.005, help="smallest box, fraction of the frame")
     p.add_argument(
@@ -929,6 +940,7 @@ def _run(args: argparse.Namespace) -> int:
         png=args.png or "overlay",
         heatmap_decimals=None if args.no_heatmap else args.heatmap_decimals,
         sounding_threshold=args.sounding_threshold,
+        silence_dbfs=args.silence_dbfs,
         box_threshold=args.box_threshold,
         box_min_area=args.box_min_area,
         max_seconds=args.max_seconds,

@@ -93,3 +93,20 @@ def test_pngs_have_the_frame_size():
     assert tuple(overlay[box.y0, (box.x0 + box.x1) // 2]) == postprocess.BOX_COLOR  # the rectangle is drawn
     assert overlay[30, 40, 0] > overlay[2, 2, 0]  # hot (red) in the middle, cold (blue) in the corner
     assert overlay[2, 2, 2] > overlay[2, 2, 0]
+
+
+def test_audio_level_in_dbfs():
+    t = np.arange(16000) / 16000
+    assert postprocess.audio_level_dbfs(np.sin(2 * np.pi * 440 * t)) == pytest.approx(-3.0103, abs=1e-3)
+    assert postprocess.audio_level_dbfs(np.full(100, 0.01)) == pytest.approx(-40.0)
+    assert postprocess.audio_level_dbfs(np.zeros(100)) == postprocess.LEVEL_FLOOR_DBFS
+    assert postprocess.audio_level_dbfs(np.zeros(0)) == postprocess.LEVEL_FLOOR_DBFS
+
+
+def test_sounding_needs_both_the_score_and_some_audio():
+    assert postprocess.is_sounding(0.9, -20.0, threshold=0.8)
+    assert not postprocess.is_sounding(0.7, -20.0, threshold=0.8)  # the network says no
+    assert not postprocess.is_sounding(0.9, -120.0, threshold=0.8)  # digital silence: nothing to hear
+    assert not postprocess.is_sounding(0.9, -60.0, threshold=0.8)  # at the silence level itself
+    assert postprocess.is_sounding(0.9, -59.9, threshold=0.8)
+    assert postprocess.is_sounding(0.9, -70.0, threshold=0.8, silence_dbfs=-80.0)

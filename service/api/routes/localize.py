@@ -133,7 +133,7 @@ async def localize(request: Request, service: ServiceDep):
             media_type="image/png",
             headers={
                 "X-FNAC-Score": f"{predictions[0].score:.6f}",
-                "X-FNAC-Sounding": str(predictions[0].score >= service.sounding_threshold).lower(),
+                "X-FNAC-Sounding": str(_sounding(service, predictions[0].score, decoded.audio[0])).lower(),
                 "X-FNAC-Model": service.runtime.model_id,
             },
         )
@@ -225,6 +225,11 @@ def _inference_ms(predictions: list[Prediction]) -> float:
     return sum({p.batch_id: p.inference_ms for p in predictions}.values())
 
 
+def _sounding(service: ServiceState, score: float, audio: np.ndarray) -> bool:
+    level = postprocess.audio_level_dbfs(audio)
+    return postprocess.is_sounding(score, level, service.sounding_threshold, service.settings.silence_dbfs)
+
+
 def _localizations(
     service: ServiceState,
     decoded: DecodedUpload,
@@ -234,7 +239,7 @@ def _localizations(
 ) -> list[Localization]:
     tau = service.runtime.metadata.tau
     results = []
-    for time_s, prediction in zip(decoded.times, predictions, strict=True):
+    for time_s, prediction, audio in zip(decoded.times, predictions, decoded.audio, strict=True):
         located = postprocess.localize(
             prediction.heatmap,
             decoded.frame_size,
@@ -246,7 +251,8 @@ def _localizations(
             Localization(
                 time=time_s,
                 score=prediction.score,
-                sounding=prediction.score >= service.sounding_threshold,
+                sounding=_sounding(service, prediction.score, audio),
+                audio_level_dbfs=round(postprocess.audio_level_dbfs(audio), 2),
                 heatmap=Heatmap(
                     shape=list(prediction.heatmap.shape),
                     values=np.round(prediction.heatmap.astype(np.float64), 6).tolist(),
