@@ -1,5 +1,6 @@
 """Training throughput: our pipeline vs an official-style one, same network, batch, data and threads.
 
+- ours cached (`fnac train --cache`): the training set decoded once, each batch cropped/flipped as one gather;
 - ours: the Dataset returns a uint8 frame (PIL augmentation) and the raw waveform; the log spectrogram and
   the spectrogram masks run inside the model, batched (``training.train.TrainForward``);
 - official-style (EZ-VSL / FNAC ``datasets.py``): the Dataset decodes audio with PyAV, cuts the centred window,
@@ -121,7 +122,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from model.config import FNACConfig
     from model.fnac import FNAC
     from model.losses import fnac_loss
+    from training.cache import CachedLoader, decode_all
     from training.datasets import collate_pairs, open_dataset
+    from training.distributed import DistInfo
     from training.layout import dataset_pairs
     from training.train import SpecAugment, TrainForward
 
@@ -159,12 +162,19 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             return len(batch["ids"])
 
         ours_set = open_dataset(data, config, "train")
+        cache_start = time.perf_counter()
+        cached = decode_all(ours_set, workers=args.workers, progress=False)  # `fnac train --cache`
+        cache_seconds = time.perf_counter() - cache_start
+        one_process = DistInfo()
         official_set = OfficialStyleDataset(dataset_pairs(data), config)
         loader_args = {"batch_size": args.batch_size, "shuffle": True, "drop_last": True}
         loader_args.update(num_workers=args.workers, persistent_workers=False)
 
         def ours_loader():
             return torch.utils.data.DataLoader(ours_set, collate_fn=collate_pairs, **loader_args)
+
+        def cached_loader():
+            return CachedLoader(cached, config.image_size, args.batch_size, dist=one_process, seed=0)
 
         def official_loader():
             return torch.utils.data.DataLoader(official_set, **loader_args)
@@ -176,10 +186,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             ours_step(ours_batch)
             official_step(official_batch)
         results: dict[str, list[dict]] = {
-            k: [] for k in ("ours", "official-style", "ours loader", "official loader")
+            k: [] for k in ("ours", "ours cached", "official-style", "ours loader", "official loader")
         }
         for _ in range(args.rounds):  # alternate, so background load hits both alike
             results["ours"].append(_time_pipeline("ours", ours_loader(), ours_step, args.steps, args.warmup))
+            results["ours cached"].append(
+                _time_pipeline("ours cached", cached_loader(), ours_step, args.steps, args.warmup)
+            )
             results["official-style"].append(
                 _time_pipeline("official-style", official_loader(), official_step, args.steps, args.warmup)
             )
@@ -209,6 +222,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "rounds": results,
         "samples_per_s": best,
         "ratio": best["ours"] / best["official-style"],
+        "cached_ratio": best["ours cached"] / best["official-style"],
+        "paired_cached_ratio": _paired(results["ours cached"], results["official-style"]),
+        "cache_build_seconds": cache_seconds,
         "loader_ratio": best["ours loader"] / best["official loader"],
         # rounds run back to back, so a paired ratio cancels slow drifts in background load
         "paired_ratio": _paired(results["ours"], results["official-style"]),
@@ -263,6 +279,10 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     print(
         f"  training step, ratio ours / official-style: {result['ratio']:.2f}x "
         f"(median of per-round ratios {result['paired_ratio']:.2f}x)"
+    )
+    print(
+        f"  training step with --cache (decoded once in {result['cache_build_seconds']:.1f} s), ratio ours cached / "
+        f"official-style: {result['cached_ratio']:.2f}x (median of per-round ratios {result['paired_cached_ratio']:.2f}x)"
     )
     print(
         f"  data pipeline alone, ratio ours / official-style: {result['loader_ratio']:.2f}x "
