@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # Untrusted input.
     max_upload_mb: float = Field(50.0, gt=0, description="request body limit, enforced while streaming")
     max_parts: int = Field(8, ge=1, description="multipart parts per request")
+    upload_idle_timeout_s: float = Field(
+        30.0, gt=0, description="longest wait for the next piece of a request body before answering 408"
+    )
+    upload_timeout_s: float = Field(300.0, gt=0, description="longest time to receive a whole request body")
     decode_workers: int = Field(2, ge=1)
     decode_timeout_s: float = Field(30.0, gt=0)
     max_clip_seconds: float = Field(300.0, gt=0)

@@ -34,6 +34,11 @@ class UploadTooLarge(ApiError):
         )
 
 
+class UploadStalled(ApiError):
+    def __init__(self, message: str):
+        super().__init__(408, "upload_timeout", message)
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:

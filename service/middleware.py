@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -10,7 +11,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import logs, metrics
-from service.errors import UploadTooLarge, error_response
+from service.errors import UploadStalled, UploadTooLarge, error_response
 
 access_log = logging.getLogger("fnac.access")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -61,11 +62,17 @@ class RequestContextMiddleware:
 
 class BodyLimitMiddleware:
     """Refuses request bodies over `max_bytes`: at once from Content-Length, otherwise while streaming, so an
-    oversized upload is never buffered in full."""
+    oversized upload is never buffered in full. A body that stops arriving (no new bytes for `idle_timeout_s`)
+    or takes longer than `total_timeout_s` in all is answered 408, so a stalled or trickling client cannot hold
+    a connection and its buffered parts forever."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, idle_timeout_s: float = 30.0, total_timeout_s: float = 300.0
+    ):
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_timeout_s = idle_timeout_s
+        self.total_timeout_s = total_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,14 +86,27 @@ class BodyLimitMiddleware:
             )
             return
         seen = 0
+        body_done = False
+        deadline = time.monotonic() + self.total_timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:  # after the body only a disconnect can come; waiting for it is the app's business
+                return await receive()
+            wait = min(self.idle_timeout_s, deadline - time.monotonic())
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(wait, 0.001))
+            except TimeoutError:
+                if wait < self.idle_timeout_s:  # the whole-body deadline was the nearer one
+                    raise UploadStalled(
+                        f"the request body took longer than {self.total_timeout_s:g} s to arrive"
+                    ) from None
+                raise UploadStalled(f"no request body data arrived for {self.idle_timeout_s:g} s") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     raise UploadTooLarge(self.max_bytes)
+                body_done = not message.get("more_body", False)
             return message
 
         await self.app(scope, limited_receive, send)

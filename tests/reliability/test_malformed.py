@@ -78,3 +78,50 @@ def test_a_slow_upload_does_not_hold_up_other_clients(start_server):
     assert meanwhile.status_code == 200
     # the slow client was still sending when the other request had its answer
     assert result["outcome"].status == 422 and result["finished"] > meanwhile_done
+
+
+def _raw_post(
+    base: str, head_extra: str, body_parts: list[tuple[bytes, float]], read_timeout: float
+) -> tuple:
+    """POST /localize over a raw socket, sending each (bytes, delay before) part; returns (status, body, seconds)."""
+    import select
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(base)
+    started = time.perf_counter()
+    with socket.create_connection((url.hostname, url.port), timeout=read_timeout) as sock:
+        sock.sendall(
+            (
+                f"POST /localize HTTP/1.1\r\nHost: {url.hostname}\r\n"
+                f"Content-Type: multipart/form-data; boundary=b\r\n{head_extra}\r\n"
+            ).encode()
+        )
+        try:
+            for data, delay in body_parts:
+                if select.select([sock], [], [], delay)[0]:
+                    break  # the server answered (and will close) before we finished sending
+                sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply) < 20:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body, time.perf_counter() - started
+
+
+def test_a_stalled_upload_is_answered_408_and_the_server_stays_up(start_server):
+    part = b'--b\r\nContent-Disposition: form-data; name="video"; filename="x.mp4"\r\n\r\n' + bytes(100)
+    with start_server(FNAC_UPLOAD_IDLE_TIMEOUT_S="1", FNAC_UPLOAD_TIMEOUT_S="3") as server:
+        # declares 10,000 bytes, sends 170, then nothing
+        status, body, seconds = _raw_post(server.base, "Content-Length: 10000\r\n", [(part, 0)], 15)
+        assert status == 408 and b"upload_timeout" in body and 0.9 < seconds < 5
+        # a trickle (a few bytes every 0.5 s) beats the idle timeout but not the total one
+        trickle = [(part[:60], 0)] + [(b"x" * 8, 0.5)] * 20
+        status, body, seconds = _raw_post(server.base, "Content-Length: 10000\r\n", trickle, 15)
+        assert status == 408 and b"longer than 3 s" in body and 2.9 < seconds < 8
+        assert httpx.get(f"{server.base}/healthz", timeout=5).status_code == 200

@@ -90,6 +90,7 @@ _OPENAPI = {
             "description": "malformed multipart body, or more parts than FNAC_MAX_PARTS",
         },
         401: {"model": ErrorBody},
+        408: {"model": ErrorBody, "description": "the upload stalled or took too long to arrive"},
         413: {"model": ErrorBody},
         415: {"model": ErrorBody},
         422: {"model": ErrorBody},
