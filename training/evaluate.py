@@ -47,6 +47,7 @@ class Predictor:
             meta = self.runtime.metadata
             self.spec = InputSpec(meta.sample_rate, meta.n_samples, meta.image_size)
             self.name = self.runtime.model_id
+            self.sounding_threshold = meta.sounding_threshold
             self._run = self.runtime.run
         else:
             import torch
@@ -61,6 +62,8 @@ class Predictor:
             self.name = (
                 f"{ckpt['metadata'].get('model_name', path.stem)}@{ckpt['metadata']['weights_sha256'][:12]}"
             )
+            threshold = ckpt["metadata"].get("sounding_threshold")
+            self.sounding_threshold = float(threshold) if threshold is not None else None
 
             def run(images, audio):
                 with torch.inference_mode():
@@ -73,8 +76,20 @@ class Predictor:
         return self._run(images, audio)
 
 
-def ground_truth(root: Path, size: int = metrics.EVAL_SIZE) -> tuple[str, dict[str, np.ndarray]]:
-    """(layout name, {id: gt map}) for a VGG-SS style (vggss.json) or Flickr-SoundNet (Annotations/) dataset."""
+def ground_truth(
+    root: Path, size: int = metrics.EVAL_SIZE, split: str = "test"
+) -> tuple[str, dict[str, np.ndarray]]:
+    """(layout name, {id: gt map}) for a VGG-SS style (vggss.json) or Flickr-SoundNet (Annotations/) dataset.
+    `split="val"` reads the validation annotations `vggss_val.json` (written by `fnac synth`)."""
+    if split not in ("test", "val"):
+        raise DatasetError(f"split must be 'test' or 'val', not {split!r}")
+    if split == "val":
+        if not (root / "vggss_val.json").is_file():
+            raise DatasetError(
+                f"{root}: no vggss_val.json, so there are no validation annotations to evaluate"
+            )
+        entries = load_vggss_json(root / "vggss_val.json")
+        return "vggss", {k: metrics.vggss_gt_map(e.boxes, size) for k, e in entries.items()}
     if (root / "vggss.json").is_file():
         entries = load_vggss_json(root / "vggss.json")
         return "vggss", {k: metrics.vggss_gt_map(e.boxes, size) for k, e in entries.items()}
@@ -105,15 +120,25 @@ def evaluate(
     negatives: bool = True,
     providers: list[str] | None = None,
     progress: bool = True,
+    split: str = "test",
+    silence_dbfs: float | None = None,
+    calibration: str = "fpr",
+    target_fpr: float = 0.05,
 ) -> tuple[dict, metrics.Evaluator, metrics.Evaluator]:
-    """Run the protocol; returns (report dict, evaluator of the audio-visual maps, evaluator of the centre prior)."""
+    """Run the protocol; returns (report dict, evaluator of the audio-visual maps, evaluator of the centre prior).
+
+    With negatives and a model that carries a `sounding_threshold`, the report also gives the fraction answered
+    `sounding` for real sounds and each negative kind, by the service's rule (threshold and silence gate)."""
     from tqdm import tqdm
 
+    from service import postprocess
     from service.media import MediaError
+
+    silence_dbfs = postprocess.SILENCE_DBFS if silence_dbfs is None else silence_dbfs
 
     root = Path(data)
     predictor = Predictor(model_path, providers)
-    layout, gt_maps = ground_truth(root)
+    layout, gt_maps = ground_truth(root, split=split)
     media = find_media(root, gt_maps)
     ids = sorted(media)[:limit] if limit else sorted(media)
     if not ids:
@@ -126,9 +151,11 @@ def evaluate(
     prior = metrics.Evaluator(interpolation=interpolation)
     centre = metrics.centre_prior(kind="gaussian")
     scores: dict[str, list[float]] = {"positive": []}
+    levels: dict[str, list[float]] = {"positive": []}
     neg_dirs = {k: root / "negatives" / k for k in NEGATIVE_KINDS if (root / "negatives" / k).is_dir()}
     if negatives:
         scores.update({k: [] for k in neg_dirs})
+        levels.update({k: [] for k in neg_dirs})
     failures: list[dict] = []
     start = time.perf_counter()
     bar = tqdm(total=len(ids), desc="eval", unit="sample", disable=not progress)
@@ -153,6 +180,7 @@ def evaluate(
             av.add(heatmap, gt_maps[sample_id], sample_id)
             prior.add(centre, gt_maps[sample_id], sample_id)
         scores["positive"] += [float(s) for s in batch_scores]
+        levels["positive"] += [postprocess.audio_level_dbfs(w) for w in audio_np]
         for kind, folder in neg_dirs.items() if negatives else ():
             neg_audio = [(i, folder / f"{sample_id}.wav") for i, sample_id in enumerate(chunk)]
             neg_audio = [(i, p) for i, p in neg_audio if p.is_file()]
@@ -161,6 +189,7 @@ def evaluate(
             waves = np.stack([_load_audio(p, predictor.spec) for _, p in neg_audio])
             _, neg_scores = predictor(images_np[[i for i, _ in neg_audio]], waves)
             scores[kind] += [float(s) for s in neg_scores]
+            levels[kind] += [postprocess.audio_level_dbfs(w) for w in waves]
     bar.close()
 
     report = {
@@ -169,6 +198,7 @@ def evaluate(
         "model_path": str(model_path),
         "data": str(root),
         "layout": layout,
+        "split": split,
         "annotated": len(gt_maps),
         "evaluated": len(av),
         "failed": failures,
@@ -188,7 +218,36 @@ def evaluate(
         negatives_report["all"] = {"auroc": metrics.auroc(scores["positive"], all_neg), "n": len(all_neg)}
         negatives_report["positive_mean_score"] = float(np.mean(scores["positive"]))
         report["negatives"] = negatives_report
-        report["sounding_calibration"] = metrics.calibrate_sounding_threshold(scores["positive"], all_neg)
+        # The threshold only has to separate what gets past the silence gate: calibrate on those negatives.
+        audible = [
+            s for k in negatives_report if k in scores for s, lv in zip(scores[k], levels[k], strict=True)
+            if lv > silence_dbfs
+        ]  # fmt: skip
+        report["sounding_calibration"] = {
+            **metrics.calibrate_sounding_threshold(
+                scores["positive"], audible or all_neg, method=calibration, target_fpr=target_fpr
+            ),
+            "negatives": "above the silence gate" if audible else "all (none above the silence gate)",
+            "silence_dbfs": silence_dbfs,
+        }
+    if negatives_report and predictor.sounding_threshold is not None:
+        threshold = predictor.sounding_threshold
+        report["sounding_rate"] = {
+            "threshold": threshold,
+            "silence_dbfs": silence_dbfs,
+            **{
+                kind: float(
+                    np.mean(
+                        [
+                            postprocess.is_sounding(s, lv, threshold, silence_dbfs)
+                            for s, lv in zip(scores[kind], levels[kind], strict=True)
+                        ]
+                    )
+                )
+                for kind in scores
+                if scores[kind]
+            },
+        }
     return report, av, prior
 
 
@@ -227,14 +286,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="heatmap upsampling: bicubic (official train-time validation, default) or bilinear with "
         "align_corners=True (official test.py); recorded in the report",
     )
+    p.add_argument(
+        "--split",
+        choices=["test", "val"],
+        default="test",
+        help="annotations to evaluate: test (vggss.json / Annotations/) or val (vggss_val.json, from fnac synth); "
+        "calibrate --write-threshold on val, then report on test",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--limit", type=int, help="evaluate only the first N ids (sorted)")
     p.add_argument("--no-negatives", action="store_true", help="skip negative-audio metrics")
     p.add_argument(
         "--write-threshold",
         action="store_true",
-        help="store the calibrated sounding threshold (Youden's J on positives vs negatives) in the model file",
+        help="store the calibrated sounding threshold in the model file (calibrated on the negatives that pass "
+        "the -60 dBFS silence gate; see --calibration)",
     )
+    p.add_argument(
+        "--calibration",
+        choices=["fpr", "youden"],
+        default="fpr",
+        help="fpr (default): the lowest threshold whose false-positive rate is at most --target-fpr; "
+        "youden: maximise TPR - FPR",
+    )
+    p.add_argument("--target-fpr", type=float, default=0.05, help="for --calibration fpr (default 0.05)")
     p.add_argument("--providers", help="ONNX Runtime providers, comma separated (default: auto)")
 
 
@@ -248,6 +323,9 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         negatives=not args.no_negatives,
         providers=providers,
+        split=args.split,
+        calibration=args.calibration,
+        target_fpr=args.target_fpr,
     )
     report_path = Path(args.report)
     metrics.write_report(report_path, {**report, "per_sample": av.per_sample()})
@@ -269,6 +347,10 @@ def run(args: argparse.Namespace) -> int:
     for kind, values in report.get("negatives", {}).items():
         if isinstance(values, dict):
             print(f"negatives {kind}: AUROC {values['auroc']:.4f} (n={values['n']})")
+    rates = report.get("sounding_rate")
+    if rates:
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in rates.items() if k not in ("threshold", "silence_dbfs"))
+        print(f"answered sounding at the model's threshold {rates['threshold']:.4f}: {shown}")
     if args.write_threshold:
         calibration = report.get("sounding_calibration")
         if not calibration:

@@ -15,7 +15,7 @@ Layout written under ``out_dir``::
     vggss.json                VGG-SS format ({"file", "class", "bbox"}) for the test split
     vggss_val.json            the same for the validation split (model selection)
     annotations.json          every split: sounding + distractor boxes with classes, audio parameters
-    negatives/{silence,noise,offscreen}/<id>.wav   test ids; offscreen = a class absent from the picture
+    negatives/{silence,noise,offscreen}/<id>.wav   val and test ids; offscreen = a class absent from the picture
     negatives/offscreen.json  {id: class played}
     clips/<id>.mp4            optional, H.264 + AAC, the test scene (constant frame) with its sound
     meta.json, README.md      every knob, the seed, class table, timing
@@ -487,7 +487,7 @@ def _generate_one(cfg: SynthConfig, out_dir: Path, split: str, index: int) -> di
         "objects": objects,
         "audio": {"class_index": sounding, **audio_params},
     }
-    if split == "test" and cfg.negatives:
+    if split in ("val", "test") and cfg.negatives:  # val: calibration, test: reporting
         neg_rng = np.random.default_rng([cfg.seed, _SPLIT_CODE[split], index, 17])
         n = audio.size
         negatives = out_dir / "negatives"
@@ -521,7 +521,7 @@ def _readme(cfg: SynthConfig) -> str:
         "- `vggss.json` (test) and `vggss_val.json` (val): VGG-SS format, the sounding object's box.\n"
         "- `annotations.json`: all splits, sounding and distractor boxes with classes (false-negative "
         "analysis, largest-object prior).\n"
-        "- `negatives/{silence,noise,offscreen}/<id>.wav`: negative audio for test ids; "
+        "- `negatives/{silence,noise,offscreen}/<id>.wav`: negative audio for val and test ids; "
         "`negatives/offscreen.json` names the class played (absent from the picture).\n"
         "- `clips/<id>.mp4`: H.264 + AAC clips of the first test scenes (constant frame).\n"
         "- `meta.json`: every knob, the class table and the generation time.\n"
@@ -627,7 +627,7 @@ def make_synth(
         offscreen = {
             r["file"]: cfg.classes[r["offscreen_class_index"]]["name"]
             for r in records
-            if r["split"] == "test"
+            if r["split"] in ("val", "test")
         }
         _write_json(out / "negatives" / "offscreen.json", offscreen)
     knobs = asdict(cfg)

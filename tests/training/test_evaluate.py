@@ -81,3 +81,38 @@ def test_eval_bilinear_is_recorded_and_bad_dirs_fail(tmp_path, synth_dir, tiny_o
     with pytest.raises(DatasetError, match="not an evaluation dataset"):
         evaluate(tiny_onnx_model, tmp_path, progress=False)
     assert metrics.EVAL_SIZE == 224
+
+
+def test_calibrate_on_val_then_report_sounding_rates_on_test(tmp_path, synth_dir, tiny_model):
+    from model.export import export_onnx, read_metadata
+
+    model_path = tmp_path / "m.onnx"
+    export_onnx(tiny_model, model_path, {"model_name": "t"})
+    # synth writes negatives for the validation ids too, so the threshold never sees the test split
+    assert sorted(p.stem for p in (synth_dir / "negatives" / "noise").glob("val_*.wav")) == [
+        f"val_00000{i}" for i in range(4)
+    ]
+    val_report = tmp_path / "val.json"
+    args = ["eval", "--model", str(model_path), "--data", str(synth_dir), "--split", "val"]
+    assert main([*args, "--report", str(val_report), "--write-threshold"]) == 0
+    calibrated = json.loads(val_report.read_text())
+    assert calibrated["split"] == "val" and calibrated["n"] == 4
+    threshold = float(read_metadata(model_path)["sounding_threshold"])
+    assert threshold == pytest.approx(calibrated["sounding_calibration"]["threshold"])
+
+    report, _, _ = evaluate(model_path, synth_dir, progress=False)
+    rates = report["sounding_rate"]
+    assert report["split"] == "test" and rates["threshold"] == pytest.approx(threshold)
+    assert rates["silence"] == 0.0  # digital silence is under the silence gate, whatever the score
+    assert set(rates) == {"threshold", "silence_dbfs", "positive", "silence", "noise", "offscreen"}
+    assert all(0.0 <= rates[k] <= 1.0 for k in ("positive", "noise", "offscreen"))
+
+
+def test_val_split_needs_validation_annotations(tmp_path, synth_dir, tiny_onnx_model):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(synth_dir, copy)
+    (copy / "vggss_val.json").unlink()
+    with pytest.raises(DatasetError, match=r"vggss_val\.json"):
+        evaluate(tiny_onnx_model, copy, progress=False, split="val")
