@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 import warnings
+import wave
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -154,14 +156,53 @@ def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return out[:n_out].astype(np.float32, copy=False)
 
 
+def read_pcm_wav(
+    source: Source, sample_rate: int, max_seconds: float = DEFAULT_MAX_SECONDS, name: str = "upload"
+) -> np.ndarray | None:
+    """A plain 16-bit PCM WAV as float32 mono at `sample_rate`, sample for sample what the FFmpeg path of
+    `decode_audio` returns (s16 / 32768, mean of the channels, the same `resample`), without FFmpeg's per-frame
+    conversions (about half the time for a 3 s upload). None for anything else, which then goes through FFmpeg,
+    so every error message comes from one place."""
+    if isinstance(source, bytes | bytearray):
+        if source[:4] != b"RIFF" or source[8:12] != b"WAVE":
+            return None
+        handle = io.BytesIO(source)
+    else:
+        if Path(source).suffix.lower() != ".wav":
+            return None
+        handle = str(Path(source))
+    try:
+        with wave.open(handle, "rb") as reader:
+            if reader.getsampwidth() != 2 or reader.getcomptype() != "NONE":
+                return None
+            channels, rate = reader.getnchannels(), reader.getframerate()
+            if channels < 1 or not 0 < rate <= MAX_SAMPLE_RATE:
+                return None
+            pcm = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
+    except (wave.Error, EOFError, struct.error, ValueError, OverflowError):
+        return None  # WAVE_FORMAT_EXTENSIBLE, float WAVs, damaged headers: FFmpeg decides
+    if pcm.size == 0 or pcm.size % channels:
+        return None
+    if pcm.size // channels > max_seconds * rate:
+        raise MediaTooLarge(
+            "audio_too_long", f"audio in '{name}' is longer than the limit of {max_seconds:g} s"
+        )
+    mono = (pcm.reshape(-1, channels).astype(np.float32) / np.float32(32768)).mean(axis=1, dtype=np.float32)
+    return _to_model_rate(mono, rate, sample_rate, name)
+
+
 def decode_audio(
     source: Source, *, sample_rate: int, max_seconds: float = DEFAULT_MAX_SECONDS, name: str = "upload"
 ) -> np.ndarray:
     """Decode the first audio stream of any file FFmpeg reads to float32 mono at `sample_rate`.
 
     Mono is the mean of the channels, taken before resampling. Decoding stops with
-    `MediaTooLarge(code="audio_too_long")` once more than `max_seconds` of audio has been seen.
+    `MediaTooLarge(code="audio_too_long")` once more than `max_seconds` of audio has been seen. Plain 16-bit
+    PCM WAVs take a faster path with the same result (`read_pcm_wav`).
     """
+    fast = read_pcm_wav(source, sample_rate, max_seconds, name)
+    if fast is not None:
+        return fast
     with _open(source, name) as container:
         stream = _audio_stream(container, name)
         return _decode_audio_stream(container, stream, sample_rate, max_seconds, name)
@@ -195,7 +236,10 @@ def _decode_audio_stream(container, stream, sample_rate: int, max_seconds: float
         # A damaged tail (e.g. a truncated upload): keep what decoded.
     if not chunks or source_rate is None:
         raise MediaError("empty_audio", f"the audio stream in '{name}' contains no samples")
-    mono = np.concatenate(chunks)
+    return _to_model_rate(np.concatenate(chunks), source_rate, sample_rate, name)
+
+
+def _to_model_rate(mono: np.ndarray, source_rate: int, sample_rate: int, name: str) -> np.ndarray:
     try:
         wave = resample(mono, source_rate, sample_rate)
     except av.FFmpegError as exc:  # an absurd rate in the header (e.g. 2^31 - 1 Hz): swresample gives up

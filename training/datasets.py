@@ -319,9 +319,7 @@ class PairDataset(Dataset):
             )
             return clip.frame, clip.audio
         frame = decode_image(sample.frame, name=str(sample.frame))
-        wave = read_pcm_wav(sample.audio, self.config.sample_rate)
-        if wave is None:  # not a plain PCM WAV: FFmpeg
-            wave = decode_audio(sample.audio, sample_rate=self.config.sample_rate, name=str(sample.audio))
+        wave = decode_audio(sample.audio, sample_rate=self.config.sample_rate, name=str(sample.audio))
         center = None
         if self.train and self.audio_window == "random" and wave.size > n:
             # torch's RNG: seeded per DataLoader worker, restored on resume.
@@ -336,32 +334,6 @@ class PairDataset(Dataset):
         from PIL import Image
 
         return np.asarray(self._transform(Image.fromarray(frame)), dtype=np.uint8)
-
-
-def read_pcm_wav(path: Path, sample_rate: int) -> np.ndarray | None:
-    """A 16-bit PCM WAV as float32 mono at `sample_rate`, sample for sample what `service.media.decode_audio`
-    returns (s16 / 32768, mean of the channels, then the same libswresample `resample`), without FFmpeg's
-    per-frame conversions (3× faster on 10 s clips). None for anything else, which then goes through FFmpeg."""
-    import wave
-
-    from service.media import MediaError, resample
-
-    if path.suffix.lower() != ".wav":
-        return None
-    try:
-        with wave.open(str(path), "rb") as reader:
-            if reader.getsampwidth() != 2 or reader.getcomptype() != "NONE":
-                return None
-            channels, rate = reader.getnchannels(), reader.getframerate()
-            pcm = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
-    except (wave.Error, EOFError):
-        return None  # WAVE_FORMAT_EXTENSIBLE, float WAVs, damaged headers: let FFmpeg decide
-    if pcm.size == 0 or pcm.size % channels:
-        raise MediaError(
-            "empty_audio" if pcm.size == 0 else "corrupt_media", f"audio in '{path}' is unusable"
-        )
-    mono = (pcm.reshape(-1, channels).astype(np.float32) / np.float32(32768)).mean(axis=1, dtype=np.float32)
-    return resample(mono, rate, sample_rate)
 
 
 def gt_map(sample: Sample, size: int | None = None) -> np.ndarray:

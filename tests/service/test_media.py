@@ -308,3 +308,43 @@ def test_decode_image_from_file_object_path(tmp_path):
     Image.fromarray(np.full((5, 9, 3), 9, np.uint8)).save(path)
     assert media.decode_image(path).shape == (5, 9, 3)
     assert media.decode_image(io.BytesIO(path.read_bytes()).getvalue()).shape == (5, 9, 3)
+
+
+@pytest.mark.parametrize(("channels", "rate"), [(1, 16000), (2, 16000), (2, 44100), (1, 22050)])
+def test_fast_wav_reader_is_sample_identical_to_the_ffmpeg_path(tmp_path, channels, rate):
+    import wave
+
+    from service.media import _decode_audio_stream, _open, read_pcm_wav
+
+    pcm = (np.random.default_rng(0).uniform(-1, 1, (rate, channels)) * 32767).astype("<i2")
+    path = tmp_path / "clip.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    fast = read_pcm_wav(path, 16000)
+    with _open(path, "clip.wav") as container:  # the FFmpeg path, bypassing the fast one
+        slow = _decode_audio_stream(container, container.streams.audio[0], 16000, 600.0, "clip.wav")
+    assert fast.dtype == np.float32 and np.array_equal(fast, slow)
+    assert np.array_equal(read_pcm_wav(path.read_bytes(), 16000), slow)  # uploads: bytes
+    assert read_pcm_wav(tmp_path / "clip.mp4", 16000) is None  # anything but .wav goes through FFmpeg
+    assert read_pcm_wav(b"RIFF\x00\x00\x00\x00WAVEjunk", 16000) is None  # damaged header: FFmpeg decides
+
+
+def test_fast_wav_reader_enforces_the_duration_limit():
+    import io
+    import wave
+
+    from service.media import MediaTooLarge, decode_audio
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(bytes(2 * 8000 * 3))  # 3 s
+    with pytest.raises(MediaTooLarge) as caught:
+        decode_audio(buffer.getvalue(), sample_rate=16000, max_seconds=2.0, name="long.wav")
+    assert caught.value.code == "audio_too_long"
+    assert decode_audio(buffer.getvalue(), sample_rate=16000, max_seconds=3.0).shape == (48000,)

@@ -151,22 +151,3 @@ def test_manifest_csv_decodes_videos_and_counts_missing_ones(tmp_path):
 def test_unknown_layout_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetError, match="frames/"):
         detect_layout(tmp_path)
-
-
-@pytest.mark.parametrize(("channels", "rate"), [(1, 16000), (2, 16000), (2, 44100), (1, 22050)])
-def test_fast_wav_reader_is_sample_identical_to_the_service_decoder(tmp_path, channels, rate):
-    import wave
-
-    from service.media import decode_audio
-    from training.datasets import read_pcm_wav
-
-    pcm = (np.random.default_rng(0).uniform(-1, 1, (rate, channels)) * 32767).astype("<i2")
-    path = tmp_path / "clip.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    fast = read_pcm_wav(path, 16000)
-    assert fast.dtype == np.float32 and np.array_equal(fast, decode_audio(path, sample_rate=16000))
-    assert read_pcm_wav(tmp_path / "clip.mp4", 16000) is None  # anything but .wav goes through FFmpeg
