@@ -78,6 +78,9 @@ class TrainOptions:
     log_every: int = 10  # steps between loss-curve points
     cache: bool = False  # decode the training set once, augment batches on the device (training/cache.py)
     cache_dir: str | None = None  # keep the decoded arrays here, shared by later runs on the same data
+    init_from: str | None = (
+        None  # start from these weights (a checkpoint, e.g. from `fnac import`), new optimizer
+    )
 
 
 class SpecAugment(nn.Module):
@@ -424,11 +427,27 @@ def train(
             log.warning("--resume: %s does not exist, starting from scratch", last_path)
         elif last_path.exists():
             raise FileExistsError(f"{out} already holds a run (last.pt); pass --resume or choose another -o")
+        init_from = None
+        if resume_from is None and options.init_from:
+            init_from = read_checkpoint(options.init_from)
+            saved = FNACConfig.from_dict(init_from["config"])
+            if saved != config:
+                log.warning("--init-from: using the network config stored in %s", options.init_from)
+            config = saved
 
         torch.manual_seed(options.seed)  # identical initial weights on every rank
         np.random.seed(options.seed)
         random.seed(options.seed)
-        fnac = FNAC(config).to(dist.device)
+        fnac = FNAC(config)
+        if init_from is not None:
+            fnac.load_state_dict(init_from["model"])
+            if dist.is_main:
+                log.info(
+                    "initialised from %s (weights %s)",
+                    options.init_from,
+                    init_from.get("metadata", {}).get("weights_sha256", "?")[:12],
+                )
+        fnac = fnac.to(dist.device)
         amp_dtype = _amp_dtype(options.amp, dist.device)
         spec_augment = SpecAugment(options.freq_mask, options.time_mask) if options.spec_augment else None
         forward = TrainForward(fnac, spec_augment, amp_dtype)
@@ -603,6 +622,7 @@ def train(
                         "trained_epochs": epoch + 1,
                         "loss": "contrastive (EZ-VSL baseline)" if options.baseline else "FNAC",
                         "selection": criterion,
+                        **({"initialized_from": str(options.init_from)} if options.init_from else {}),
                     },
                     optimizer=optimizer.state_dict(),
                     epoch=epoch + 1,
@@ -741,6 +761,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="training audio window: centred as the reference (default) or at a random offset in longer audio",
     )
     g.add_argument("--seed", type=int, default=defaults.seed, help="default %(default)s")
+    g.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start from the weights of this checkpoint (e.g. an official model after `fnac import`, or a "
+        "finished run for a lower-learning-rate phase); the optimizer starts fresh and the network shape "
+        "comes from the checkpoint",
+    )
     g = p.add_argument_group("network (stored in the checkpoint)")
     g.add_argument(
         "--width", type=int, default=model_defaults.width, help="ResNet-18 base width (64 = paper)"

@@ -220,3 +220,24 @@ def test_narrow_network_at_full_resolution_trains_without_crashing():
         [sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_init_from_starts_from_the_checkpoint_weights_and_its_network_shape(synth_dir, tmp_path):
+    from model.checkpoint import read_checkpoint
+
+    options = dict(epochs=1, batch_size=8, warmup_epochs=0, workers=0, progress=False, baseline=True)
+    train(CONFIG, synth_dir, tmp_path / "a", TrainOptions(lr=1e-3, **options))
+    first = read_checkpoint(tmp_path / "a" / "last.pt")
+    # another network shape on the command line: the checkpoint's wins; lr 0 leaves the weights where they start
+    other = FNACConfig(width=16, dim=32, image_size=64, clip_seconds=1.0)
+    init = str(tmp_path / "a" / "last.pt")
+    train(other, synth_dir, tmp_path / "b", TrainOptions(lr=0.0, weight_decay=0.0, init_from=init, **options))
+    second = read_checkpoint(tmp_path / "b" / "last.pt")
+    assert second["config"] == first["config"]
+    assert second["metadata"]["initialized_from"] == init
+    convs = [k for k in first["model"] if k.endswith("conv1.weight") or k.endswith("proj.weight")]
+    assert convs and all(torch.equal(first["model"][k], second["model"][k]) for k in convs)
+    with pytest.raises(Exception, match="not found"):
+        train(
+            CONFIG, synth_dir, tmp_path / "c", TrainOptions(init_from=str(tmp_path / "missing.pt"), **options)
+        )
