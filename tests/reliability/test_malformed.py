@@ -105,7 +105,16 @@ def _raw_post(
         except (BrokenPipeError, ConnectionResetError):
             pass
         reply = b""
-        while b"\r\n\r\n" not in reply or len(reply) < 20:
+        while True:  # the head, then exactly Content-Length bytes of body (or until the server closes)
+            head, sep, body = reply.partition(b"\r\n\r\n")
+            if sep:
+                length = [
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ]
+                if length and len(body) >= length[0]:
+                    break
             chunk = sock.recv(65536)
             if not chunk:
                 break
