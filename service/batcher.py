@@ -2,12 +2,15 @@
 
 Inputs wait in a bounded asyncio queue; one consumer task takes up to `max_batch` of them, waiting at most
 `max_wait_ms` after the first for more to arrive, and runs the batch in a dedicated thread so the event loop
-stays free. A full queue is an immediate `Overloaded` (HTTP 429 with Retry-After), never a hang.
+stays free. With `dispatch_when_idle`, it waits only while more inputs are on their way: requests mark
+themselves with `expecting()` while they decode, and a lone input with nobody else decoding runs at once
+instead of paying `max_wait_ms` of latency. A full queue is an immediate `Overloaded` (HTTP 429 with Retry-After), never a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -58,9 +61,17 @@ class MicroBatcher:
     """Collects single inputs into batches for `run_batch(images, audio) -> (heatmaps, scores)`."""
 
     def __init__(
-        self, run_batch: RunBatch, *, max_batch: int = 8, max_wait_ms: float = 5.0, queue_size: int = 64
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch: int = 8,
+        max_wait_ms: float = 5.0,
+        queue_size: int = 64,
+        dispatch_when_idle: bool = False,
     ):
         self.run_batch = run_batch
+        self.dispatch_when_idle = dispatch_when_idle
+        self._incoming = 0  # requests between expecting() and their enqueue (decoding)
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.queue_size = queue_size
@@ -73,6 +84,17 @@ class MicroBatcher:
     @property
     def depth(self) -> int:
         return self._queue.qsize() if self._queue else 0
+
+    @contextlib.contextmanager
+    def expecting(self):
+        """Mark a request that will queue inputs soon (hold it while the request decodes), so that the batcher
+        waits for it instead of dispatching what it has. Leave the block right before `predict_many`, with no
+        await in between."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.queue_size)
@@ -126,6 +148,8 @@ class MicroBatcher:
             batch = [first]
             deadline = time.perf_counter() + self.max_wait
             while len(batch) < self.max_batch:
+                if self.dispatch_when_idle and self._incoming == 0 and self._queue.empty():
+                    break  # nothing else is on its way: waiting would only add latency
                 item = await self._next(deadline)
                 if item is None:  # waited long enough
                     break

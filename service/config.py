@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     max_batch: int = Field(8, ge=1)
     max_wait_ms: float = Field(5.0, ge=0)
     queue_size: int = Field(64, ge=1, description="inputs waiting for inference before answering 429")
+    dispatch_when_idle: bool = Field(
+        True,
+        description="run a lone input at once when no other request is uploading or decoding, instead of "
+        "waiting max_wait_ms for company",
+    )
 
     # Untrusted input.
     max_upload_mb: float = Field(50.0, gt=0, description="request body limit, enforced while streaming")

@@ -54,6 +54,7 @@ async def load_service(settings: Settings) -> ServiceState:
         runtime.run,
         max_batch=settings.max_batch,
         max_wait_ms=settings.max_wait_ms,
+        dispatch_when_idle=settings.dispatch_when_idle,
         queue_size=settings.queue_size,
     )
     await batcher.start()

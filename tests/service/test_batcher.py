@@ -111,3 +111,34 @@ async def test_model_failure_reaches_every_waiting_request():
         )
     finally:
         await batcher.stop()
+
+
+async def test_dispatch_when_idle_runs_a_lone_input_at_once():
+    model = RecordingModel()
+    batcher = MicroBatcher(model, max_batch=4, max_wait_ms=400, queue_size=16, dispatch_when_idle=True)
+    await batcher.start()
+    try:
+        result = await batcher.predict(*_input(1))
+    finally:
+        await batcher.stop()
+    assert result.queue_ms < 200 and model.batch_sizes == [1]  # not the 400 ms wait for company
+
+
+async def test_dispatch_when_idle_still_waits_for_a_request_on_its_way():
+    model = RecordingModel()
+    batcher = MicroBatcher(model, max_batch=4, max_wait_ms=2000, queue_size=16, dispatch_when_idle=True)
+    await batcher.start()
+
+    async def late_request():
+        with batcher.expecting():  # "decoding" for 100 ms, then queued
+            await asyncio.sleep(0.1)
+        return await batcher.predict(*_input(2))
+
+    try:
+        late = asyncio.create_task(late_request())
+        await asyncio.sleep(0.01)  # the late request is already marked when the first one queues
+        first, second = await asyncio.gather(batcher.predict(*_input(1)), late)
+    finally:
+        await batcher.stop()
+    assert model.batch_sizes == [2] and first.batch_id == second.batch_id
+    assert first.queue_ms < 1000  # it waited for the second, not for the whole max_wait

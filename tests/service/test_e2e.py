@@ -48,6 +48,7 @@ def server(toy_onnx_model, tmp_path):
         "FNAC_DECODE_WORKERS": "1",
         "FNAC_MAX_BATCH": "4",
         "FNAC_MAX_WAIT_MS": "1500",  # a lone request waits 1.5 s for company: long enough to be "in flight"
+        "FNAC_DISPATCH_WHEN_IDLE": "false",
     }
     with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "-c", SERVER], cwd=REPO, env=env, stderr=log, stdout=log)

@@ -348,3 +348,11 @@ def test_fast_wav_reader_enforces_the_duration_limit():
         decode_audio(buffer.getvalue(), sample_rate=16000, max_seconds=2.0, name="long.wav")
     assert caught.value.code == "audio_too_long"
     assert decode_audio(buffer.getvalue(), sample_rate=16000, max_seconds=3.0).shape == (48000,)
+
+
+def test_a_wav_header_that_breaks_the_stdlib_parser_is_a_media_error():
+    # an unknown chunk claiming 4 GB: Python's wave module raises RuntimeError while skipping it
+    data = b"RIFF" + struct.pack("<I", 40) + b"WAVE" + b"junk" + struct.pack("<I", 0xFFFFFFF0) + bytes(24)
+    assert media.read_pcm_wav(data, 16000) is None  # the fast path steps aside
+    with pytest.raises(media.MediaError):
+        media.decode_audio(data, sample_rate=16000, name="broken.wav")

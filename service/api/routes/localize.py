@@ -109,18 +109,20 @@ async def localize(request: Request, service: ServiceDep):
             "unsupported_media_type",
             "send multipart/form-data with a 'video' file, or 'image' and 'audio' files",
         )
-    form = await request.form(max_files=settings.max_parts, max_fields=settings.max_parts)
-    uploads, option_fields = _split_form(form)
-    options = _parse_options(request, option_fields)
-    fmt = options.format or ("png" if "image/png" in request.headers.get("accept", "") else "json")
-    if fmt == "png" and options.stride is not None:
-        raise ApiError(
-            422, "invalid_parameter", "format=png gives one image; a sweep (stride) answers in JSON"
-        )
-
-    decode_started = time.perf_counter()
-    decoded = await _decode(service, uploads, options, keep_frame=fmt == "png")
-    decode_done = time.perf_counter()
+    # From upload to queue this request is "on its way": the batcher waits for it instead of running a lone
+    # input of another request at once (see service/batcher.py).
+    with service.batcher.expecting():
+        form = await request.form(max_files=settings.max_parts, max_fields=settings.max_parts)
+        uploads, option_fields = _split_form(form)
+        options = _parse_options(request, option_fields)
+        fmt = options.format or ("png" if "image/png" in request.headers.get("accept", "") else "json")
+        if fmt == "png" and options.stride is not None:
+            raise ApiError(
+                422, "invalid_parameter", "format=png gives one image; a sweep (stride) answers in JSON"
+            )
+        decode_started = time.perf_counter()
+        decoded = await _decode(service, uploads, options, keep_frame=fmt == "png")
+        decode_done = time.perf_counter()
     metrics.DECODE_SECONDS.observe(decode_done - decode_started)
 
     predictions = await service.batcher.predict_many(decoded.images, decoded.audio)
