@@ -230,30 +230,26 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
+def _png_file(ihdr: bytes, idat: bytes) -> bytes:
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
 def png_bomb(side: int) -> bytes:
     """A VALID side x side 1-bit greyscale PNG of zeros: ~side²/8 bytes inflated, ~0.1 % of that on the wire."""
     row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
     packer = zlib.compressobj(9)
     idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
+    return _png_file(struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0), idat)
 
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height RGB, followed by a few bytes of pixel data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 4096)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
+    return _png_file(struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0), zlib.compress(b"\x00" * 4096))
 
 
 def jpeg_with_size(width: int, height: int) -> bytes:

@@ -3,8 +3,9 @@
 Inputs wait in a bounded asyncio queue; one consumer task takes up to `max_batch` of them, waiting at most
 `max_wait_ms` after the first for more to arrive, and runs the batch in a dedicated thread so the event loop
 stays free. With `dispatch_when_idle`, it waits only while more inputs are on their way: requests mark
-themselves with `expecting()` while they decode, and a lone input with nobody else decoding runs at once
-instead of paying `max_wait_ms` of latency. A full queue is an immediate `Overloaded` (HTTP 429 with Retry-After), never a hang.
+themselves with `expecting()` while they upload and decode, and a lone input with nobody else on the way runs
+at once instead of paying `max_wait_ms` of latency. A full queue is an immediate `Overloaded` (HTTP 429 with
+Retry-After), never a hang.
 """
 
 from __future__ import annotations

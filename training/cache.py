@@ -49,13 +49,10 @@ class _Decoded(Dataset):
     def __getitem__(self, index: int):
         from PIL import Image
 
-        from service.media import MediaError
-
-        sample = self.dataset.samples[index]
-        try:
-            frame, wave = self.dataset._decode(sample)
-        except (MediaError, OSError, ValueError, RuntimeError) as exc:
-            return index, DecodeFailure(sample.id, f"{type(exc).__name__}: {exc}")
+        decoded = self.dataset.decode(index)  # failures are logged there, as in the DataLoader path
+        if isinstance(decoded, DecodeFailure):
+            return index, decoded
+        frame, wave = decoded
         return index, (np.asarray(self.resize(Image.fromarray(frame)), dtype=np.uint8), wave)
 
 
@@ -98,7 +95,6 @@ def decode_all(dataset: PairDataset, workers: int = 4, progress: bool = True) ->
         loader, total=n, desc="decode cache", unit="sample", disable=not progress, mininterval=2
     ):
         if isinstance(item, DecodeFailure):
-            log.warning("sample %s could not be decoded: %s", item.id, item.reason)
             failed.append(item.id)
             continue
         frames[index], waves[index] = item

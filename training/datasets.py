@@ -287,16 +287,24 @@ class PairDataset(Dataset):
     def has_boxes(self) -> bool:
         return bool(self.samples) and all(s.boxes is not None for s in self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any] | DecodeFailure:
+    def decode(self, index: int) -> tuple[np.ndarray, np.ndarray] | DecodeFailure:
+        """(original frame, model-rate audio window) of sample `index`, or a logged DecodeFailure."""
         from service.media import MediaError
 
         sample = self.samples[index]
         try:
-            frame, wave = self._decode(sample)
+            return self._decode(sample)
         except (MediaError, OSError, ValueError, RuntimeError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("sample %s could not be decoded: %s", sample.id, reason)
             return DecodeFailure(sample.id, reason)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | DecodeFailure:
+        sample = self.samples[index]
+        decoded = self.decode(index)
+        if isinstance(decoded, DecodeFailure):
+            return decoded
+        frame, wave = decoded
         item: dict[str, Any] = {
             "id": sample.id,
             "image": torch.from_numpy(np.array(self._image(frame))),  # a writable copy

@@ -220,8 +220,8 @@ def evaluate(
         report["negatives"] = negatives_report
         # The threshold only has to separate what gets past the silence gate: calibrate on those negatives.
         audible = [
-            s for k in negatives_report if k in scores for s, lv in zip(scores[k], levels[k], strict=True)
-            if lv > silence_dbfs
+            s for kind in scores if kind != "positive"
+            for s, level in zip(scores[kind], levels[kind], strict=True) if level > silence_dbfs
         ]  # fmt: skip
         report["sounding_calibration"] = {
             **metrics.calibrate_sounding_threshold(
@@ -232,21 +232,17 @@ def evaluate(
         }
     if negatives_report and predictor.sounding_threshold is not None:
         threshold = predictor.sounding_threshold
+
+        def sounding_fraction(kind: str) -> float:
+            pairs = zip(scores[kind], levels[kind], strict=True)
+            return float(
+                np.mean([postprocess.is_sounding(s, lv, threshold, silence_dbfs) for s, lv in pairs])
+            )
+
         report["sounding_rate"] = {
             "threshold": threshold,
             "silence_dbfs": silence_dbfs,
-            **{
-                kind: float(
-                    np.mean(
-                        [
-                            postprocess.is_sounding(s, lv, threshold, silence_dbfs)
-                            for s, lv in zip(scores[kind], levels[kind], strict=True)
-                        ]
-                    )
-                )
-                for kind in scores
-                if scores[kind]
-            },
+            **{kind: sounding_fraction(kind) for kind in scores if scores[kind]},
         }
     return report, av, prior
 

@@ -78,9 +78,8 @@ class TrainOptions:
     log_every: int = 10  # steps between loss-curve points
     cache: bool = False  # decode the training set once, augment batches on the device (training/cache.py)
     cache_dir: str | None = None  # keep the decoded arrays here, shared by later runs on the same data
-    init_from: str | None = (
-        None  # start from these weights (a checkpoint, e.g. from `fnac import`), new optimizer
-    )
+    # start from these weights (a checkpoint, e.g. from `fnac import`), with a new optimizer
+    init_from: str | None = None
 
 
 class SpecAugment(nn.Module):
@@ -417,12 +416,7 @@ def train(
                 log.info("removed %s, left by an interrupted write", stale.name)
         if options.resume and last_path.is_file():
             resume_from = read_checkpoint(last_path)
-            saved = FNACConfig.from_dict(resume_from["config"])
-            if saved != config:
-                log.warning(
-                    "resuming with the network config stored in %s (ignoring the one given)", last_path
-                )
-            config = saved
+            config = _stored_config(resume_from, config, f"resuming from {last_path}")
         elif options.resume:
             log.warning("--resume: %s does not exist, starting from scratch", last_path)
         elif last_path.exists():
@@ -430,10 +424,7 @@ def train(
         init_from = None
         if resume_from is None and options.init_from:
             init_from = read_checkpoint(options.init_from)
-            saved = FNACConfig.from_dict(init_from["config"])
-            if saved != config:
-                log.warning("--init-from: using the network config stored in %s", options.init_from)
-            config = saved
+            config = _stored_config(init_from, config, f"--init-from {options.init_from}")
 
         torch.manual_seed(options.seed)  # identical initial weights on every rank
         np.random.seed(options.seed)
@@ -667,6 +658,14 @@ def train(
     finally:
         if owns_group:
             D.teardown()
+
+
+def _stored_config(checkpoint: dict[str, Any], given: FNACConfig, context: str) -> FNACConfig:
+    """The network shape a checkpoint was trained with; it wins over the one given on the command line."""
+    saved = FNACConfig.from_dict(checkpoint["config"])
+    if saved != given:
+        log.warning("%s: using the network config stored there (ignoring the one given)", context)
+    return saved
 
 
 def _describe(info: dict[str, Any]) -> str:

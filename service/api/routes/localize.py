@@ -136,7 +136,9 @@ async def localize(request: Request, service: ServiceDep):
             media_type="image/png",
             headers={
                 "X-FNAC-Score": f"{predictions[0].score:.6f}",
-                "X-FNAC-Sounding": str(_sounding(service, predictions[0].score, decoded.audio[0])).lower(),
+                "X-FNAC-Sounding": str(
+                    _sounding(service, predictions[0].score, postprocess.audio_level_dbfs(decoded.audio[0]))
+                ).lower(),
                 "X-FNAC-Model": service.runtime.model_id,
             },
         )
@@ -228,9 +230,10 @@ def _inference_ms(predictions: list[Prediction]) -> float:
     return sum({p.batch_id: p.inference_ms for p in predictions}.values())
 
 
-def _sounding(service: ServiceState, score: float, audio: np.ndarray) -> bool:
-    level = postprocess.audio_level_dbfs(audio)
-    return postprocess.is_sounding(score, level, service.sounding_threshold, service.settings.silence_dbfs)
+def _sounding(service: ServiceState, score: float, level_dbfs: float) -> bool:
+    return postprocess.is_sounding(
+        score, level_dbfs, service.sounding_threshold, service.settings.silence_dbfs
+    )
 
 
 def _localizations(
@@ -250,12 +253,13 @@ def _localizations(
             threshold=threshold,
             min_area=service.settings.box_min_area,
         )
+        level = postprocess.audio_level_dbfs(audio)
         results.append(
             Localization(
                 time=time_s,
                 score=prediction.score,
-                sounding=_sounding(service, prediction.score, audio),
-                audio_level_dbfs=round(postprocess.audio_level_dbfs(audio), 2),
+                sounding=_sounding(service, prediction.score, level),
+                audio_level_dbfs=round(level, 2),
                 heatmap=Heatmap(
                     shape=list(prediction.heatmap.shape),
                     values=np.round(prediction.heatmap.astype(np.float64), 6).tolist(),
