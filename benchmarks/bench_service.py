@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -77,41 +78,96 @@ def request_files(clip_seconds: float) -> dict[str, tuple[str, bytes]]:
     return {"image": ("frame.jpg", image.getvalue()), "audio": ("sound.wav", audio.getvalue())}
 
 
-def raw_throughput(runtime, batch: int, seconds: float) -> float:
-    """Inputs per second through the bare ONNX Runtime session at `batch`, after one warm-up run."""
+def raw_throughput(runtime, batch: int, seconds: float) -> tuple[float, float]:
+    """Inputs per second through the bare ONNX Runtime session at `batch`, after one warm-up run, and the
+    CPU milliseconds (all threads) each input cost."""
     size, n = runtime.metadata.image_size, runtime.metadata.n_samples
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     audio = (0.1 * rng.standard_normal((batch, n))).astype(np.float32)
     runtime.run(images, audio)
-    done, started = 0, time.perf_counter()
+    done, started, cpu = 0, time.perf_counter(), time.process_time()
     while done == 0 or time.perf_counter() - started < seconds:
         runtime.run(images, audio)
         done += batch
-    return done / (time.perf_counter() - started)
+    return done / (time.perf_counter() - started), 1000 * (time.process_time() - cpu) / done
+
+
+def multipart_request(base: str, files: dict[str, tuple[str, bytes]]) -> bytes:
+    """The whole `POST /localize` HTTP/1.1 request for `files`, encoded once: the load generator resends these
+    bytes, so its own CPU cost per request stays far below the server's (it shares the machine)."""
+    boundary = "fnac-bench-" + os.urandom(8).hex()
+    body = bytearray()
+    for field, (filename, content) in files.items():
+        body += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        body += content + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    host = urlsplit(base).netloc
+    head = (
+        f"POST /localize HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + bytes(body)
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """Status, body and whether the server keeps the connection open (responses carry Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in lines[1:] if line)
+    }
+    if "content-length" not in headers:
+        raise RuntimeError(f"response without Content-Length (status {status}): {headers}")
+    body = await reader.readexactly(int(headers["content-length"]))
+    return status, body, headers.get("connection", "").lower() != "close"
 
 
 async def _load(base: str, files: dict, concurrency: int, seconds: float) -> dict:
-    """`concurrency` closed-loop clients posting `files` until `seconds` have passed."""
-    import httpx
-
+    """`concurrency` closed-loop clients, each on its own keep-alive connection, posting `files` until
+    `seconds` have passed. Every 200 answer must be the JSON of a localization."""
+    request = multipart_request(base, files)
+    address = urlsplit(base)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     deadline = time.perf_counter() + seconds
+    checked = False
 
-    async def client_loop(client: httpx.AsyncClient) -> None:
-        while time.perf_counter() < deadline:
-            sent = time.perf_counter()
-            response = await client.post(f"{base}/localize", files=files)
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-            if response.status_code == 200:
-                latencies.append(time.perf_counter() - sent)
+    async def client_loop() -> None:
+        nonlocal checked
+        connection = None
+        try:
+            while time.perf_counter() < deadline:
+                if connection is None:
+                    connection = await asyncio.open_connection(address.hostname, address.port)
+                reader, writer = connection
+                sent = time.perf_counter()
+                writer.write(request)
+                await writer.drain()
+                status, body, keep_alive = await asyncio.wait_for(_read_response(reader), timeout=120)
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 200:
+                    latencies.append(time.perf_counter() - sent)
+                    if not checked:  # the load generator measures answers, not errors that look like them
+                        answer = json.loads(body)
+                        if "score" not in answer or "boxes" not in answer:
+                            raise RuntimeError(f"unexpected 200 body: {body[:200]!r}")
+                        checked = True
+                if not keep_alive:
+                    writer.close()
+                    connection = None
+        finally:
+            if connection is not None:
+                connection[1].close()
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started, client_cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_cpu
     p50, p99 = np.percentile(latencies, [50, 99]) * 1000 if latencies else (float("nan"), float("nan"))
     return {
         "concurrency": concurrency,
@@ -121,17 +177,28 @@ async def _load(base: str, files: dict, concurrency: int, seconds: float) -> dic
         "req_per_s": len(latencies) / elapsed,
         "p50_ms": float(p50),
         "p99_ms": float(p99),
+        "client_cpu_ms_per_request": 1000 * client_cpu / max(1, len(latencies)),
     }
 
 
 @contextlib.contextmanager
 def running_server(model: Path, max_batch: int, threads: int, log_path: Path, timeout: float = 180):
-    """`fnac serve` with the given micro-batch limit; yields the base URL once /readyz is 200."""
+    """`fnac serve` with the given micro-batch limit; yields the LiveServer once /readyz is 200."""
     env = {"FNAC_MAX_BATCH": str(max_batch)}
     if threads:
         env["FNAC_INTRA_OP_THREADS"] = str(threads)
     with live_server(model, log_path, env, ready_timeout=timeout) as server:
-        yield server.base
+        yield server
+
+
+def _measured_level(server, files: dict, concurrency: int, seconds: float) -> dict:
+    """One closed-loop level against `server`, with the server's CPU time per answered request."""
+    cpu_before = server.cpu_seconds()
+    level = asyncio.run(_load(server.base, files, concurrency, seconds))
+    cpu_after = server.cpu_seconds()
+    if cpu_before is not None and cpu_after is not None and level["requests"]:
+        level["server_cpu_ms_per_request"] = 1000 * (cpu_after - cpu_before) / level["requests"]
+    return level
 
 
 def run_benchmark(
@@ -150,29 +217,30 @@ def run_benchmark(
     runtime = ModelRuntime(model, intra_op_threads=threads)
     providers, metadata = runtime.providers, runtime.metadata
     raw_seconds = min(seconds, 5.0)
-    raw_batch_1 = raw_throughput(runtime, 1, raw_seconds)
+    raw_batch_1, _ = raw_throughput(runtime, 1, raw_seconds)
     files = request_files(metadata.clip_seconds)
     levels = []
     with contextlib.ExitStack() as stack:
         # Both servers stay up (an idle one costs no CPU) so that each level measures raw, batching on and
         # batching off back to back: on a shared machine, load that comes and goes hits all three alike.
-        bases = {
+        servers = {
             batching: stack.enter_context(
                 running_server(model, batch, threads, work_dir / f"server-batching-{batching}.log")
             )
             for batching, batch in (("on", max_batch), ("off", 1))
         }
-        for base in bases.values():
+        for server in servers.values():
             # Warm-up, not measured: connections, decode workers, ORT's first runs at each batch size.
-            asyncio.run(_load(base, files, max(concurrencies), min(seconds, 2.0)))
+            asyncio.run(_load(server.base, files, max(concurrencies), min(seconds, 2.0)))
         for concurrency in concurrencies:
-            raw = raw_throughput(runtime, max_batch, raw_seconds)
-            for batching, base in bases.items():
-                level = asyncio.run(_load(base, files, concurrency, seconds))
+            raw, raw_cpu_ms = raw_throughput(runtime, max_batch, raw_seconds)
+            for batching, server in servers.items():
+                level = _measured_level(server, files, concurrency, seconds)
                 level |= {
                     "batching": batching,
                     "max_batch": max_batch if batching == "on" else 1,
                     "raw_inputs_per_s": raw,
+                    "raw_cpu_ms_per_input": raw_cpu_ms,
                     "service_over_raw": level["req_per_s"] / raw,
                 }
                 levels.append(level)
@@ -212,11 +280,24 @@ def format_table(result: dict) -> str:
         lines.append(
             f"{concurrency:>11} {on['raw_inputs_per_s']:7.1f} | {cells[0]} | {cells[1]} | {ratio:6.2f}"
         )
+    cpu_rows = [level for level in result["levels"] if "server_cpu_ms_per_request" in level]
+    if cpu_rows:
+        lines += [
+            "",
+            "CPU ms per request (all threads and processes): the bare model per input, the server (decode "
+            "workers included), the load-generating client",
+            f"{'concurrency':>11} {'batching':>8} {'model':>7} {'server':>7} {'client':>7}",
+        ]
+        lines += [
+            f"{level['concurrency']:>11} {level['batching']:>8} {level['raw_cpu_ms_per_input']:7.1f} "
+            f"{level['server_cpu_ms_per_request']:7.1f} {level['client_cpu_ms_per_request']:7.1f}"
+            for level in cpu_rows
+        ]
     return "\n".join(lines)
 
 
 def main(args) -> int:
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would load the client
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # live_server polls /readyz with httpx
     concurrencies = tuple(int(c) for c in str(getattr(args, "concurrency", "1,8,32")).split(","))
     with tempfile.TemporaryDirectory(prefix="fnac-bench-service-") as tmp:
         work_dir = Path(tmp)

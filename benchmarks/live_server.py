@@ -43,6 +43,23 @@ class LiveServer:
             return 0
         return total
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time so far of the server and its live children; None without psutil."""
+        try:
+            import psutil
+        except ImportError:
+            return None
+        total = 0.0
+        try:
+            parent = psutil.Process(self.process.pid)
+            for proc in [parent, *parent.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+        except psutil.NoSuchProcess:
+            return None
+        return total
+
     def alive(self) -> bool:
         return self.process.poll() is None
 

@@ -69,15 +69,21 @@ class MicroBatcher:
         max_wait_ms: float = 5.0,
         queue_size: int = 64,
         dispatch_when_idle: bool = False,
+        lanes: int = 1,
     ):
+        if lanes < 1:
+            raise ValueError(f"lanes must be >= 1, got {lanes}")
         self.run_batch = run_batch
+        self.lanes = lanes
         self.dispatch_when_idle = dispatch_when_idle
         self._incoming = 0  # requests between expecting() and their enqueue (decoding)
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.queue_size = queue_size
         self._queue: asyncio.Queue | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fnac-inference")
+        self._executor = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="fnac-inference")
+        self._free_lanes: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self._closing = False
         self._batch_ids = itertools.count()
@@ -99,6 +105,7 @@ class MicroBatcher:
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.queue_size)
+        self._free_lanes = asyncio.Semaphore(self.lanes)
         self._task = asyncio.create_task(self._consume(), name="fnac-batcher")
 
     async def stop(self) -> None:
@@ -107,6 +114,8 @@ class MicroBatcher:
         if self._task is not None and self._queue is not None:
             await self._queue.put(_STOP)
             await self._task
+        if self._running:
+            await asyncio.gather(*self._running)
         self._executor.shutdown(wait=True)
 
     async def predict(self, image: np.ndarray, audio: np.ndarray) -> Prediction:
@@ -140,9 +149,10 @@ class MicroBatcher:
         return futures
 
     async def _consume(self) -> None:
-        assert self._queue is not None
+        assert self._queue is not None and self._free_lanes is not None
         stopping = False
         while not stopping:
+            await self._free_lanes.acquire()  # a batch forms only when a lane can run it
             first = await self._queue.get()
             if first is _STOP:
                 break
@@ -159,7 +169,14 @@ class MicroBatcher:
                     break
                 batch.append(item)
             metrics.QUEUE_DEPTH.set(self._queue.qsize())
-            await self._run([item for item in batch if not item.future.cancelled()])
+            task = asyncio.create_task(self._run([item for item in batch if not item.future.cancelled()]))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        assert self._free_lanes is not None
+        self._free_lanes.release()
 
     async def _next(self, deadline: float):
         """The next queued item (or `_STOP`), or None when the deadline passes first."""

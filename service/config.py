@@ -33,10 +33,21 @@ class Settings(BaseSettings):
     providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
     inter_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
+    ort_spinning: bool = Field(
+        False,
+        description="let ONNX Runtime's idle threads busy-wait (its default); off, they yield the CPU to "
+        "decoding and HTTP work in this process",
+    )
 
     # Micro-batching and overload.
     max_batch: int = Field(8, ge=1)
     max_wait_ms: float = Field(5.0, ge=0)
+    inference_lanes: int = Field(
+        1,
+        ge=1,
+        description="batches that run at once; on a CPU, lanes x FNAC_INTRA_OP_THREADS = cores keeps every "
+        "core busy while other work comes and goes",
+    )
     queue_size: int = Field(64, ge=1, description="inputs waiting for inference before answering 429")
     dispatch_when_idle: bool = Field(
         True,

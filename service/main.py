@@ -29,6 +29,7 @@ async def load_service(settings: Settings) -> ServiceState:
         providers=settings.providers or None,
         intra_op_threads=settings.intra_op_threads,
         inter_op_threads=settings.inter_op_threads,
+        spinning=settings.ort_spinning,
     )
     await asyncio.to_thread(runtime.warm_up, tuple(sorted({1, settings.max_batch})))
     meta = runtime.metadata
@@ -56,6 +57,7 @@ async def load_service(settings: Settings) -> ServiceState:
         max_wait_ms=settings.max_wait_ms,
         dispatch_when_idle=settings.dispatch_when_idle,
         queue_size=settings.queue_size,
+        lanes=settings.inference_lanes,
     )
     await batcher.start()
     pool = DecodePool(settings.decode_workers, settings.decode_timeout_s, backlog=settings.queue_size)

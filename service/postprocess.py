@@ -73,70 +73,82 @@ def find_boxes(
     threshold: float = 0.5,
     min_area: float = 0.005,
     max_boxes: int = 10,
+    score_scale: float = 1.0,
 ) -> list[Box]:
     """Boxes around the connected regions where `normalized` >= `threshold` (rules in the module docstring).
 
-    `raw` is the map whose maximum inside each region becomes the box's score (same shape as `normalized`).
+    `raw` is the map whose maximum inside each region, times `score_scale` (> 0), becomes the box's score
+    (same shape as `normalized`).
     """
     mask = normalized >= threshold
     if not mask.any():
         return []
-    min_pixels = min_area * mask.size
-    boxes = []
-    for y0, x0, y1, x1, area, runs in _components(mask):
-        if area < min_pixels:
-            continue
-        score = max(float(raw[row, start:end].max()) for row, start, end in runs)
-        boxes.append(Box(x0, y0, x1, y1, score))
+    boxes = [
+        Box(int(x0), int(y0), int(x1), int(y1), float(score) * score_scale)
+        for y0, x0, y1, x1, area, score in _components(mask, raw)
+        if area >= min_area * mask.size
+    ]
     boxes.sort(key=lambda box: box.score, reverse=True)
     return boxes[:max_boxes]
 
 
-def _components(mask: np.ndarray):
-    """8-connected components of a boolean mask via run-length union-find (fast on smooth, blobby masks).
+def _components(mask: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """8-connected components of a boolean [H, W] mask, all in numpy (a frame-sized map costs well under a
+    millisecond): horizontal runs, links between runs of adjacent rows that overlap or touch diagonally,
+    labels by a vectorised union-find.
 
-    Yields (y0, x0, y1, x1, area, runs) with runs as (row, start, end) half-open.
+    Returns one row per component: y0, x0, y1, x1 (exclusive), pixel count, and the maximum of `raw` over it.
     """
-    runs: list[tuple[int, int, int]] = []
-    row_runs: list[list[int]] = []  # per row, indices into `runs`
-    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
+    height, width = mask.shape
+    padded = np.zeros((height, width + 2), dtype=np.int8)
     padded[:, 1:-1] = mask
     edges = np.diff(padded, axis=1)  # +1 where a run starts, -1 one past where it ends
-    for row in range(mask.shape[0]):
-        starts = np.flatnonzero(edges[row] == 1)
-        ends = np.flatnonzero(edges[row] == -1)
-        row_runs.append(list(range(len(runs), len(runs) + len(starts))))
-        runs.extend((row, int(s), int(e)) for s, e in zip(starts, ends, strict=True))
+    edge_rows, edge_cols = np.nonzero(edges)  # row-major, so each row alternates start, end, start, ...
+    rows, starts, ends = edge_rows[0::2], edge_cols[0::2], edge_cols[1::2]
+    n = rows.size
 
-    parent = list(range(len(runs)))
+    # Run i (row r) touches run j of row r-1 iff starts[i] <= ends[j] and starts[j] <= ends[i]. Runs of a row
+    # are sorted and disjoint, so those j form one contiguous range [lo, hi), found by binary search on keys
+    # that order runs by (row, column).
+    stride = width + 2
+    lo = np.searchsorted(rows * stride + ends, (rows - 1) * stride + starts, side="left")
+    hi = np.searchsorted(rows * stride + starts, (rows - 1) * stride + ends, side="right")
+    counts = np.maximum(hi - lo, 0)
+    left = np.repeat(np.arange(n), counts)
+    right = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    # Union-find, vectorised: hook the larger of the two roots of every link onto the smaller, then compress
+    # every path completely; a few rounds suffice even for long chains of runs.
+    parent = np.arange(n)
+    while True:
+        a, b = parent[left], parent[right]
+        if np.array_equal(a, b):
+            break
+        np.minimum.at(parent, np.maximum(a, b), np.minimum(a, b))
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
 
-    for row in range(1, mask.shape[0]):
-        for i in row_runs[row]:
-            _, s1, e1 = runs[i]
-            for j in row_runs[row - 1]:
-                _, s2, e2 = runs[j]
-                if s1 <= e2 and s2 <= e1:  # overlap or diagonal touch (8-connectivity)
-                    parent[find(i)] = find(j)
-
-    groups: dict[int, list[tuple[int, int, int]]] = {}
-    for i, run in enumerate(runs):
-        groups.setdefault(find(i), []).append(run)
-    for members in groups.values():
-        rows = [r for r, _, _ in members]
-        yield (
-            min(rows),
-            min(s for _, s, _ in members),
-            max(rows) + 1,
-            max(e for _, _, e in members),
-            sum(e - s for _, s, e in members),
-            members,
-        )
+    roots, component = np.unique(parent, return_inverse=True)
+    # The best raw value of each run: pixels outside the mask cannot win, and in row-major order the pixels
+    # from one run's start to the next run's start are that run plus background.
+    masked = np.where(mask, raw, -np.inf).reshape(-1)
+    run_max = np.maximum.reduceat(masked, rows * width + starts) if n else masked[:0]
+    out = np.empty((roots.size, 6))
+    out[:, 0] = height
+    np.minimum.at(out[:, 0], component, rows)
+    out[:, 1] = width
+    np.minimum.at(out[:, 1], component, starts)
+    out[:, 2] = 0
+    np.maximum.at(out[:, 2], component, rows + 1)
+    out[:, 3] = 0
+    np.maximum.at(out[:, 3], component, ends)
+    out[:, 4] = np.bincount(component, weights=ends - starts, minlength=roots.size)
+    out[:, 5] = -np.inf
+    np.maximum.at(out[:, 5], component, run_max)
+    return out
 
 
 @dataclass(frozen=True)
@@ -160,7 +172,7 @@ def localize(
     height, width = frame_size
     upsampled = upsample(heatmap, height, width)
     normalized = normalize(upsampled)
-    boxes = find_boxes(normalized, upsampled * tau, threshold=threshold, min_area=min_area)
+    boxes = find_boxes(normalized, upsampled, threshold=threshold, min_area=min_area, score_scale=tau)
     return Localization(upsampled, normalized, boxes)
 
 

@@ -25,8 +25,20 @@ def test_bench_service_reports_raw_and_both_batching_modes(tiny_onnx_model, tmp_
         assert math.isclose(level["service_over_raw"], level["req_per_s"] / level["raw_inputs_per_s"])
     table = capsys.readouterr().out
     assert "bare ONNX Runtime" in table and "batching on" in table and "batching off" in table
-    rows = [line.split() for line in table.splitlines() if line.strip()[:1].isdigit()]
+    throughput, cpu = table.split("CPU ms per request")
+    rows = [line.split() for line in throughput.splitlines() if line.strip()[:1].isdigit()]
     assert [row[0] for row in rows] == ["1", "4"]
+    # the CPU table: one row per level, the server's cost per request above the bare model's per input
+    cpu_rows = [line.split() for line in cpu.splitlines() if line.strip()[:1].isdigit()]
+    assert sorted((row[0], row[1]) for row in cpu_rows) == [
+        ("1", "off"),
+        ("1", "on"),
+        ("4", "off"),
+        ("4", "on"),
+    ]
+    for level in result["levels"]:
+        assert level["server_cpu_ms_per_request"] > 0 and level["client_cpu_ms_per_request"] > 0
+        assert level["raw_cpu_ms_per_input"] > 0
 
 
 def test_missing_model_falls_back_to_an_exported_random_network(tiny_model, tmp_path, monkeypatch):

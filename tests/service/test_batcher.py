@@ -142,3 +142,33 @@ async def test_dispatch_when_idle_still_waits_for_a_request_on_its_way():
         await batcher.stop()
     assert model.batch_sizes == [2] and first.batch_id == second.batch_id
     assert first.queue_ms < 1000  # it waited for the second, not for the whole max_wait
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+async def test_lanes_run_that_many_batches_at_once(lanes):
+    # Every model call waits (up to 2 s) for a second call to be in flight at the same time: only with two
+    # lanes do two batches overlap.
+    overlap = threading.Barrier(2)
+    overlapped: list[bool] = []
+
+    def run_batch(images, audio):
+        try:
+            overlap.wait(timeout=2)
+            overlapped.append(True)
+        except threading.BrokenBarrierError:
+            overlapped.append(False)
+        return np.zeros((len(images), 7, 7), np.float32), audio.mean(axis=1)
+
+    batcher = MicroBatcher(run_batch, max_batch=1, max_wait_ms=0, queue_size=8, lanes=lanes)
+    await batcher.start()
+    try:
+        results = await asyncio.gather(*(batcher.predict(*_input(v)) for v in range(2)))
+    finally:
+        await batcher.stop()
+    assert [r.score for r in results] == pytest.approx([0.0, 0.01])
+    assert overlapped == ([True, True] if lanes == 2 else [False, False])
+
+
+def test_lanes_must_be_positive():
+    with pytest.raises(ValueError, match="lanes"):
+        MicroBatcher(RecordingModel(), lanes=0)

@@ -49,6 +49,36 @@ def test_find_boxes_matches_scipy_labelling(seed):
         assert box.score == pytest.approx(score)
 
 
+@pytest.mark.parametrize("density", [0.2, 0.45, 0.6])
+def test_find_boxes_matches_scipy_on_noisy_masks(density):
+    # Speckled masks: hundreds of components, runs that merge and split from row to row, diagonal contacts,
+    # regions that are U-shaped or touch the frame edges.
+    rng = np.random.default_rng(int(density * 100))
+    raw = rng.random((60, 83)).astype(np.float32)
+    normalized = (rng.random(raw.shape) < density).astype(np.float32)
+    boxes = postprocess.find_boxes(normalized, raw, threshold=0.5, min_area=0.0, max_boxes=10_000)
+    expected = _reference_boxes(normalized, raw, 0.5, 0.0)
+    assert len(boxes) == len(expected) > 5
+    got = sorted((b.x0, b.y0, b.x1, b.y1, round(b.score, 6)) for b in boxes)
+    assert got == sorted((x0, y0, x1, y1, round(score, 6)) for x0, y0, x1, y1, score in expected)
+
+
+def test_find_boxes_follows_a_spiral_as_one_component():
+    mask = np.zeros((21, 21), np.float32)
+    top, left, bottom, right = 0, 0, 20, 20
+    while top <= bottom and left <= right:  # a square spiral of 1-pixel walls, gaps of 1 pixel
+        mask[top, left : right + 1] = 1
+        mask[top : bottom + 1, right] = 1
+        mask[bottom, left : right + 1] = 1
+        mask[top + 2 : bottom + 1, left] = 1
+        top, left, bottom, right = top + 2, left + 2, bottom - 2, right - 2
+        if top <= bottom:
+            mask[top, left - 1] = 1  # the bridge into the next turn
+    assert len(_reference_boxes(mask, mask, 0.5, 0.0)) == 1
+    boxes = postprocess.find_boxes(mask, mask, threshold=0.5, min_area=0.0)
+    assert [(b.x0, b.y0, b.x1, b.y1) for b in boxes] == [(0, 0, 21, 21)]
+
+
 def test_find_boxes_joins_diagonal_neighbours_and_filters_small_regions():
     mask = np.zeros((10, 10), np.float32)
     mask[2, 2] = mask[3, 3] = mask[4, 4] = 1.0  # one diagonal component of 3 pixels
