@@ -51,11 +51,19 @@ def synth(out: Path, classes: int, args) -> Path:
     return data
 
 
+# What each method adds to the shared `fnac train` command line.
+METHODS = {
+    "fnac": [],  # contrastive, then + 100·FNS-1 + 100·FNS-2 + 100·TNE after the warm-up
+    "baseline": ["--baseline"],  # contrastive only (EZ-VSL)
+    "fnac-nofns2": ["--fns2", "0"],  # ablation: no image-adjacency term
+}
+
+
 def run_names(args) -> list[tuple[str, int, str, int]]:
     return [
         (f"k{k}_{method}_s{seed}", k, method, seed)
         for k in args.classes
-        for method in ("fnac", "baseline")
+        for method in args.methods
         for seed in args.seeds
     ]
 
@@ -71,32 +79,39 @@ def train_command(data: Path, run_dir: Path, method: str, seed: int, args) -> li
     ]  # fmt: skip
     if args.device:
         command += ["--device", args.device]
-    if method == "baseline":
-        command.append("--baseline")
-    return command
+    return command + METHODS[method]
 
 
 def train_one(spec, data: Path, args) -> dict:
     name, _, method, seed = spec
     run_dir = args.out / "runs" / name
     summary_path = run_dir / "summary.json"
+    stopped_path = run_dir / "time_limit.json"  # a run stopped at --time-limit is finished: never resumed
     if summary_path.is_file():
         return {"name": name, "wall_seconds": json.loads(summary_path.read_text())["wall_seconds"]}
+    if stopped_path.is_file():
+        return json.loads(stopped_path.read_text())
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     command = train_command(data, run_dir, method, seed, args)
     if (run_dir / "last.pt").is_file():
         command.append("--resume")
+    env = dict(os.environ)
+    if args.parallel > 1 and (args.device or "cpu") == "cpu":  # runs side by side share the cores
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.parallel))
     start = time.perf_counter()
     with open(args.out / "runs" / f"{name}.log", "a") as logfile:
         try:
             code = subprocess.run(
-                command, stdout=logfile, stderr=subprocess.STDOUT, timeout=args.time_limit
+                command, stdout=logfile, stderr=subprocess.STDOUT, timeout=args.time_limit, env=env
             ).returncode
         except subprocess.TimeoutExpired:
             code = "time limit"
     wall = time.perf_counter() - start
     log.info("%s: finished (%s) in %.0f s", name, code, wall)
-    return {"name": name, "wall_seconds": wall, "exit": code}
+    outcome = {"name": name, "wall_seconds": wall, "exit": code}
+    if code == "time limit" and run_dir.is_dir():
+        stopped_path.write_text(json.dumps(outcome) + "\n")
+    return outcome
 
 
 def _split_classes(data: Path) -> dict[str, int]:
@@ -165,7 +180,7 @@ def _mean_std(values: list[float]) -> dict:
 def summarize(args, results: list[dict], priors: dict[int, dict]) -> dict:
     table = {}
     for classes in args.classes:
-        for method in ("fnac", "baseline"):
+        for method in args.methods:
             rows = [r for r in results if r["classes"] == classes and r["method"] == method]
             if not rows:
                 continue
@@ -195,7 +210,7 @@ def markdown(report: dict) -> str:
         f"Synthetic benchmark, preset headroom, {s['train']} training scenes, test split of {s['test']}; "
         f"network width {s['width']}, dim {s['dim']}, {s['image_size']} px; batch {s['batch_size']}, "
         f"Adam lr {s['lr']}, {s['epochs']} epochs (FNAC: contrastive for {s['warmup_epochs']} then + 100·FNS-1 "
-        f"+ 100·FNS-2 + 100·TNE), visual dropout {s['dropout_img']}; seeds {s['seeds']}; best epoch chosen on "
+        f"+ 100·FNS-2 + 100·TNE; fnac-nofns2 without FNS-2), visual dropout {s['dropout_img']}; seeds {s['seeds']}; best epoch chosen on "
         "the validation split. Mean ± std over seeds; AP50 / AUC / mean cIoU on the test split, bicubic.",
         "",
         "| classes | in-batch FN rate | method | AP50 | AUC | mean cIoU | R-prec. audio adj. | R-prec. image adj. | R-prec. AV logits | wall s / run |",
@@ -229,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--classes", type=int, nargs="+", default=[5, 30], help="class counts K (default 5 30)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=sorted(METHODS),
+        default=["fnac", "baseline"],
+        help="fnac, baseline (contrastive only), fnac-nofns2 (FNAC without FNS-2); default fnac baseline",
+    )
     p.add_argument("--train", type=int, default=16000, help="training scenes per dataset")
     p.add_argument("--val", type=int, default=500)
     p.add_argument("--test", type=int, default=500)

@@ -1,0 +1,44 @@
+"""`python -m benchmarks.science` at toy size: datasets, every method's runs, the probe and the table."""
+
+import json
+
+import torch
+
+from benchmarks import science
+
+
+def _argv(out, methods):
+    return ["-o", str(out), "--classes", "5", "--seeds", "0", "--methods", *methods,
+            "--train", "24", "--val", "8", "--test", "8", "--data-image-size", "64", "--image-size", "64",
+            "--width", "8", "--dim", "16", "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "8",
+            "--device", "cpu", "--synth-workers", "1", "--probe-batches", "1"]  # fmt: skip
+
+
+def test_science_trains_every_method_and_writes_the_table(tmp_path):
+    out = tmp_path / "science"
+    assert science.main(_argv(out, ["fnac", "baseline"])) == 0
+    report = json.loads((out / "science.json").read_text())
+    assert set(report["groups"]) == {"k5_fnac", "k5_baseline"}
+    for run in report["runs"]:
+        assert run["epochs_done"] == 2 and run["n"] == 8 and 0 <= run["ap50"] <= 1
+        probe = run["probe"]
+        assert 0 < probe["false_negative_rate"] < 1  # 5 classes, batches of 8: same-class pairs happen
+        assert 0 <= probe["audio_r_precision"] <= 1 and 0 <= probe["image_r_precision"] <= 1
+    # FNAC's second epoch is past the warm-up; the baseline never leaves the contrastive phase
+    phases = {
+        name: [json.loads(line)["phase"] for line in (out / "runs" / name / "metrics.jsonl").open()]
+        for name in ("k5_fnac_s0", "k5_baseline_s0")
+    }
+    assert phases == {"k5_fnac_s0": ["contrastive", "fnac"], "k5_baseline_s0": ["contrastive", "contrastive"]}
+    table = (out / "science.md").read_text()
+    assert "| 5 |" in table and "| fnac |" in table and "| baseline |" in table and "oracle" in table
+
+    # Resumable: adding a method trains only the new runs; the finished ones are kept as they are.
+    finished = (out / "runs" / "k5_fnac_s0" / "best.pt").stat().st_mtime_ns
+    assert science.main(_argv(out, ["fnac", "baseline", "fnac-nofns2"])) == 0
+    assert (out / "runs" / "k5_fnac_s0" / "best.pt").stat().st_mtime_ns == finished
+    report = json.loads((out / "science.json").read_text())
+    assert set(report["groups"]) == {"k5_fnac", "k5_baseline", "k5_fnac-nofns2"}
+    for name, fns2 in (("k5_fnac_s0", 100.0), ("k5_fnac-nofns2_s0", 0.0)):
+        checkpoint = torch.load(out / "runs" / name / "last.pt", map_location="cpu", weights_only=True)
+        assert checkpoint["train_state"]["options"]["fns2"] == fns2
