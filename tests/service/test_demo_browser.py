@@ -86,6 +86,7 @@ def _shown_result(page) -> dict:
     return {
         "score": page.inner_text("#score"),
         "sounding": page.inner_text("#sounding"),
+        "level": page.inner_text("#level"),
         "model": page.inner_text("#model"),
         "boxes": [rows.nth(i).locator("td").all_inner_texts() for i in range(rows.count())],
         "natural_size": page.evaluate(
@@ -99,6 +100,7 @@ def _expected_result(body: dict) -> dict:
     return {
         "score": f"{body['score']:.3f}",
         "sounding": "sounding" if body["sounding"] else "not sounding",
+        "level": f"{body['audio_level_dbfs']:.1f}",
         "model": body["model"],
         "boxes": [
             [str(b["x0"]), str(b["y0"]), str(b["x1"]), str(b["y1"]), f"{b['score']:.3f}"]
