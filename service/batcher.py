@@ -200,9 +200,9 @@ class MicroBatcher:
         if not batch:
             return
         started = time.perf_counter()
-        images = np.stack([item.image for item in batch])
-        audio = np.stack([item.audio for item in batch])
         try:
+            images = np.stack([item.image for item in batch])
+            audio = np.stack([item.audio for item in batch])
             heatmaps, scores = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.run_batch, images, audio
             )

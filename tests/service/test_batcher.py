@@ -172,3 +172,20 @@ async def test_lanes_run_that_many_batches_at_once(lanes):
 def test_lanes_must_be_positive():
     with pytest.raises(ValueError, match="lanes"):
         MicroBatcher(RecordingModel(), lanes=0)
+
+
+async def test_a_batch_that_cannot_be_stacked_fails_its_requests_and_the_batcher_goes_on():
+    batcher = MicroBatcher(RecordingModel(), max_batch=2, max_wait_ms=200, queue_size=8)
+    await batcher.start()
+    try:
+        odd_image = np.zeros((5, 5, 3), np.uint8)  # a different size from _input's 4 x 4
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(
+                batcher.predict(*_input(1)), batcher.predict(odd_image, _input(2)[1]), return_exceptions=True
+            ),
+            timeout=5,
+        )
+        assert all(isinstance(outcome, ValueError) for outcome in outcomes)
+        assert (await asyncio.wait_for(batcher.predict(*_input(3)), timeout=5)).score == pytest.approx(0.03)
+    finally:
+        await batcher.stop()
