@@ -147,9 +147,12 @@ async def _load(base: str, files: dict, concurrency: int, seconds: float) -> dic
                     connection = await asyncio.open_connection(address.hostname, address.port)
                 reader, writer = connection
                 sent = time.perf_counter()
-                writer.write(request)
-                await writer.drain()
-                status, body, keep_alive = await asyncio.wait_for(_read_response(reader), timeout=120)
+                try:
+                    writer.write(request)
+                    await writer.drain()
+                    status, body, keep_alive = await asyncio.wait_for(_read_response(reader), timeout=120)
+                except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+                    status, body, keep_alive = 0, b"", False  # 0: no answer (connection lost or 120 s)
                 statuses[status] = statuses.get(status, 0) + 1
                 if status == 200:
                     latencies.append(time.perf_counter() - sent)

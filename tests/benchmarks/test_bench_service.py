@@ -52,3 +52,45 @@ def test_missing_model_falls_back_to_an_exported_random_network(tiny_model, tmp_
 def test_missing_explicit_model_is_a_clear_error(tmp_path, capsys):
     assert main(["bench", "service", "--model", str(tmp_path / "nope.onnx")]) == 2
     assert "nope.onnx" in capsys.readouterr().err
+
+
+def test_load_generator_counts_dropped_connections_and_keeps_going():
+    # A server that answers every other request with a valid JSON localization and drops the connection on
+    # the others: the clients reconnect, count the drops as status 0 and time only the answers.
+    import asyncio
+
+    answer = json.dumps({"score": 0.5, "boxes": []}).encode()
+    seen = 0
+
+    async def handle(reader, writer):
+        nonlocal seen
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(
+                    next(
+                        line
+                        for line in head.decode().split("\r\n")
+                        if line.lower().startswith("content-length")
+                    ).split(":")[1]
+                )
+                await reader.readexactly(length)
+                seen += 1
+                if seen % 2 == 0:
+                    writer.close()
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def run():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            files = {"image": ("f.jpg", b"\xff\xd8 not really"), "audio": ("a.wav", b"RIFF....WAVE")}
+            return await bench_service._load(f"http://127.0.0.1:{port}", files, 2, 0.5)
+
+    level = asyncio.run(run())
+    assert level["requests"] > 0 and level["statuses"][200] == level["requests"]
+    assert level["failed"] == level["statuses"][0] > 0
