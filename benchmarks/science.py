@@ -47,6 +47,8 @@ def synth(out: Path, classes: int, args) -> Path:
         "--image-size", str(args.data_image_size), "--workers", str(args.synth_workers), "--seed", "0",
         "--priors", "--no-negatives",
     ]  # fmt: skip
+    if args.distractors:  # after --preset, so it overrides the preset's 2-4
+        command += ["--distractors", *map(str, args.distractors)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return data
 
@@ -254,6 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", type=int, default=16000, help="training scenes per dataset")
     p.add_argument("--val", type=int, default=500)
     p.add_argument("--test", type=int, default=500)
+    p.add_argument(
+        "--distractors",
+        type=int,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="silent distractors per scene (default: the headroom preset's 2 4); with few classes, fewer "
+        "distractors keep the frame's set of classes informative",
+    )
     p.add_argument("--data-image-size", type=int, default=128, help="frame size the datasets are drawn at")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--warmup-epochs", type=int, default=5)

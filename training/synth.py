@@ -32,7 +32,7 @@ import json
 import time
 import wave
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -539,9 +539,9 @@ def make_synth(
     sample_rate: int = 16000,
     clip_seconds: float = 3.0,
     seed: int = 0,
-    distractors: tuple[int, int] | int = (1, 3),
-    area_range: tuple[float, float] = (0.02, 0.9),
-    area_beta: tuple[float, float] = (1.0, 2.2),
+    distractors: tuple[int, int] | int | None = None,
+    area_range: tuple[float, float] | None = None,
+    area_beta: tuple[float, float] | None = None,
     snr_db: tuple[float, float] = (5.0, 25.0),
     mp4_clips: int = 0,
     negatives: bool = True,
@@ -554,16 +554,17 @@ def make_synth(
 
     ``distractors`` is ``(min, max)`` silent objects per scene (an int d means ``(0, d)``); sizes follow
     Beta(``area_beta``) clipped to ``area_range`` (fractions of the frame); ``workers`` > 1 renders in
-    processes without changing any output byte. ``preset`` (a key of :data:`PRESETS`) overrides the size and
-    distractor knobs. Other :class:`SynthConfig` fields can be passed by name.
+    processes without changing any output byte. ``preset`` (a key of :data:`PRESETS`) sets the size and
+    distractor knobs that are not passed explicitly (an explicit value always wins); the rest take the
+    defaults (1-3 distractors, VGG-SS-like sizes). Other :class:`SynthConfig` fields can be passed by name.
     """
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-        knobs = PRESETS[preset]
-        area_beta = knobs.get("area_beta", area_beta)
-        area_range = knobs.get("area_range", area_range)
-        distractors = knobs.get("distractors", distractors)
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    defaults = {f.name: f.default for f in fields(SynthConfig)}
+    knobs = {**defaults, **PRESETS.get(preset or "vggss", {})}
+    distractors = knobs["distractors"] if distractors is None else distractors
+    area_range = knobs["area_range"] if area_range is None else area_range
+    area_beta = knobs["area_beta"] if area_beta is None else area_beta
     if isinstance(distractors, int):
         distractors = (0, distractors)
     cfg = SynthConfig(
@@ -731,7 +732,8 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        help="vggss: VGG-SS box sizes (default); headroom: sizes where localization decides the score",
+        help="vggss: VGG-SS box sizes (default); headroom: sizes where localization decides the score; "
+        "--distractors / --area-range given as well override the preset's",
     )
     p.add_argument(
         "--mp4-clips", type=int, default=0, help="also write N test scenes as H.264+AAC clips/<id>.mp4"

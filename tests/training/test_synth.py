@@ -139,3 +139,19 @@ def test_config_validation():
         SynthConfig(image_size=63)
     with pytest.raises(ValueError, match="preset"):
         make_synth("/nonexistent-never-written", preset="nope")
+
+
+def test_explicit_knobs_override_the_preset(tmp_path):
+    tiny = dict(n_classes=6, n_train=4, n_val=0, n_test=0, image_size=64, sample_rate=8000, clip_seconds=0.5)
+    plain = make_synth(tmp_path / "preset", preset="headroom", negatives=False, **tiny)
+    assert tuple(plain["config"]["distractors"]) == (2, 4) and tuple(plain["config"]["area_range"]) == (
+        0.15,
+        0.55,
+    )
+    mixed = make_synth(tmp_path / "mixed", preset="headroom", distractors=(0, 0), negatives=False, **tiny)
+    assert tuple(mixed["config"]["distractors"]) == (0, 0)  # given explicitly: wins over the preset's 2-4
+    assert tuple(mixed["config"]["area_range"]) == (0.15, 0.55)  # not given: the preset's
+    scenes = load_synth_annotations(tmp_path / "mixed" / "annotations.json")["samples"]
+    assert scenes and all(len(scene["objects"]) == 1 for scene in scenes)
+    default = make_synth(tmp_path / "default", negatives=False, **tiny)
+    assert tuple(default["config"]["distractors"]) == (1, 3) and default["preset"] == "vggss"
