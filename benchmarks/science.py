@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -116,6 +117,14 @@ def train_one(spec, data: Path, args) -> dict:
     return outcome
 
 
+def _collapsed(last_epoch: dict) -> bool:
+    """Did the run end with FNAC on and the contrastive loss at chance (see training.train.collapse_warning)?"""
+    from training.train import collapse_warning
+
+    chance = {"contrastive_chance": 2 * math.log(last_epoch["global_batch"])}
+    return collapse_warning({**chance, **last_epoch}) is not None
+
+
 def _split_classes(data: Path) -> dict[str, int]:
     annotations = json.loads((data / "annotations.json").read_text())
     return {entry["file"]: int(entry["class_index"]) for entry in annotations["samples"]}
@@ -194,6 +203,8 @@ def summarize(args, results: list[dict], priors: dict[int, dict]) -> dict:
                     for key in ("ap50", "auc", "mean_ciou", "wall_seconds", "best_epoch", "epochs_done")
                 },
                 **{key: _mean_std([r["probe"][key] for r in rows]) for key in rows[0]["probe"]},
+                "collapsed_runs": sum(bool(r.get("collapsed")) for r in rows),
+                "runs": len(rows),
             }
     return {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -213,17 +224,19 @@ def markdown(report: dict) -> str:
         f"network width {s['width']}, dim {s['dim']}, {s['image_size']} px; batch {s['batch_size']}, "
         f"Adam lr {s['lr']}, {s['epochs']} epochs (FNAC: contrastive for {s['warmup_epochs']} then + 100·FNS-1 "
         f"+ 100·FNS-2 + 100·TNE; fnac-nofns2 without FNS-2), visual dropout {s['dropout_img']}; seeds {s['seeds']}; best epoch chosen on "
-        "the validation split. Mean ± std over seeds; AP50 / AUC / mean cIoU on the test split, bicubic.",
+        "the validation split. Mean ± std over seeds; AP50 / AUC / mean cIoU on the test split, bicubic. "
+        "collapsed: runs whose last epoch had the FNAC terms on and the contrastive loss at chance "
+        "(2·ln batch, within 0.1 %).",
         "",
-        "| classes | in-batch FN rate | method | AP50 | AUC | mean cIoU | R-prec. audio adj. | R-prec. image adj. | R-prec. AV logits | wall s / run |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| classes | in-batch FN rate | method | AP50 | AUC | mean cIoU | R-prec. audio adj. | R-prec. image adj. | R-prec. AV logits | collapsed | wall s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for group in report["groups"].values():
         lines.append(
             f"| {group['classes']} | {pm(group['false_negative_rate'])} | {group['method']} | {pm(group['ap50'])} | "
             f"{pm(group['auc'])} | {pm(group['mean_ciou'])} | {pm(group['audio_r_precision'])} | "
             f"{pm(group['image_r_precision'])} | {pm(group['audio_visual_r_precision'])} | "
-            f"{group['wall_seconds']['mean']:.0f} |"
+            f"{group['collapsed_runs']}/{group['runs']} | {group['wall_seconds']['mean']:.0f} |"
         )
     lines += ["", "| classes | prior | AP50 | AUC | mean cIoU |", "|---|---|---|---|---|"]
     for classes, priors in report["priors"].items():
@@ -323,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                 "best_epoch": best_epoch, "epochs_done": len(history), "wall_seconds": walls[name]["wall_seconds"],
                 "exit": walls[name].get("exit", 0),
                 "val_ap50_by_epoch": [row.get("val_ap50") for row in history],
+                "train_contrastive_by_epoch": [row.get("train_contrastive") for row in history],
+                "collapsed": _collapsed(history[-1]),
                 "probe": adjacency_probe(run_dir / "best.pt", datasets[classes], args.batch_size, args.probe_batches, device),
             }
         )  # fmt: skip

@@ -597,6 +597,8 @@ def train(
                 "epoch_seconds": train_seconds,
                 "wall_seconds": elapsed_before + time.perf_counter() - started,
                 "lr": optimizer.param_groups[0]["lr"],
+                # CE(L, diag) + CE(Lᵀ, diag) when every logit of a row is equal: the loss of collapsed encoders
+                "contrastive_chance": 2 * math.log(global_batch),
                 **(val or {}),
                 "best_epoch": best["epoch"],
                 "selection": criterion,
@@ -636,6 +638,8 @@ def train(
                 write_metrics(out, history)
                 write_curve(out, history)
                 log.info("epoch %d: %s", epoch + 1, _epoch_line(row))
+                if warning := collapse_warning(row):
+                    log.warning("epoch %d: %s", epoch + 1, warning)
             D.barrier()
 
         summary = {
@@ -672,6 +676,23 @@ def _describe(info: dict[str, Any]) -> str:
     return (
         f"{info['layout']} data at {info['source']}: {info['train_samples']} train samples "
         f"(split {info['train_split']}), {info['val_samples']} val samples"
+    )
+
+
+def collapse_warning(row: dict[str, Any], tolerance: float = 1e-3) -> str | None:
+    """A warning when an FNAC-phase epoch ends with the contrastive loss at its chance value (within
+    `tolerance`, relative). FNS-1, FNS-2 and TNE are all exactly zero when every embedding is the same, so
+    switched on before the encoders tell pairs apart (from-scratch encoders, a short warm-up) they can pull
+    the network into that collapsed state, where it stays."""
+    chance, contrastive = row.get("contrastive_chance"), row.get("train_contrastive")
+    if row.get("phase") != "fnac" or chance is None or contrastive is None:
+        return None
+    if abs(contrastive - chance) > tolerance * chance:
+        return None
+    return (
+        f"the contrastive loss is at chance level ({contrastive:.4f}; 2·ln(batch) = {chance:.4f}) with the FNAC "
+        "terms on: the embeddings have probably collapsed (all logits equal, where FNS/TNE are zero). Start "
+        "again with a longer --warmup-epochs, so the contrastive loss has clearly left chance before FNAC starts."
     )
 
 

@@ -24,6 +24,7 @@ def test_science_trains_every_method_and_writes_the_table(tmp_path):
         probe = run["probe"]
         assert 0 < probe["false_negative_rate"] < 1  # 5 classes, batches of 8: same-class pairs happen
         assert 0 <= probe["audio_r_precision"] <= 1 and 0 <= probe["image_r_precision"] <= 1
+        assert isinstance(run["collapsed"], bool) and len(run["train_contrastive_by_epoch"]) == 2
     # FNAC's second epoch is past the warm-up; the baseline never leaves the contrastive phase
     phases = {
         name: [json.loads(line)["phase"] for line in (out / "runs" / name / "metrics.jsonl").open()]
@@ -31,6 +32,7 @@ def test_science_trains_every_method_and_writes_the_table(tmp_path):
     }
     assert phases == {"k5_fnac_s0": ["contrastive", "fnac"], "k5_baseline_s0": ["contrastive", "contrastive"]}
     table = (out / "science.md").read_text()
+    assert report["groups"]["k5_baseline"]["collapsed_runs"] == 0  # never: its phase is always contrastive
     assert "| 5 |" in table and "| fnac |" in table and "| baseline |" in table and "oracle" in table
 
     # Resumable: adding a method trains only the new runs; the finished ones are kept as they are.

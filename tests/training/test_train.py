@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from model.config import FNACConfig
-from training.train import TrainOptions, train
+from training.train import TrainOptions, collapse_warning, train
 
 CONFIG = FNACConfig(width=8, dim=32, image_size=64, clip_seconds=1.0)
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +56,7 @@ def test_short_run_learns_and_writes_checkpoints_metrics_and_curve(synth_dir, tm
     # the contrastive part falls from chance level (2·ln 8 ≈ 4.16) as the pairs are learned
     assert rows[-1]["train_contrastive"] < rows[0]["train_contrastive"]
     assert all(r["global_batch"] == 8 and r["samples_per_s"] > 0 and r["wall_seconds"] > 0 for r in rows)
+    assert all(r["contrastive_chance"] == pytest.approx(2 * math.log(8)) for r in rows)
     # selection on the validation split, with the official protocol (val has boxes)
     assert all(0 <= r["val_ap50"] <= 1 and r["val_samples"] == 8 for r in rows)
     assert "val AP50" in rows[-1]["selection"] and summary["best_epoch"] == rows[-1]["best_epoch"]
@@ -241,3 +243,13 @@ def test_init_from_starts_from_the_checkpoint_weights_and_its_network_shape(synt
         train(
             CONFIG, synth_dir, tmp_path / "c", TrainOptions(init_from=str(tmp_path / "missing.pt"), **options)
         )
+
+
+def test_collapse_warning_only_for_fnac_epochs_at_chance():
+    # the numbers of a real from-scratch run (batch 32) whose FNAC terms started while it was still at chance
+    chance = 2 * math.log(32)
+    collapsed = {"phase": "fnac", "train_contrastive": 6.9315, "contrastive_chance": chance}
+    assert "collapsed" in collapse_warning(collapsed) and "--warmup-epochs" in collapse_warning(collapsed)
+    assert collapse_warning({**collapsed, "train_contrastive": 6.3685}) is None  # learning: no warning
+    assert collapse_warning({**collapsed, "phase": "contrastive"}) is None  # warm-up at chance is normal
+    assert collapse_warning({"phase": "fnac", "train_contrastive": 6.9315}) is None  # older metrics rows
