@@ -29,8 +29,8 @@ class LiveServer:
     process: subprocess.Popen
     log_path: Path
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the server and all its children (decode workers, resource tracker)."""
+    def _tree_total(self, measure) -> float | None:
+        """`measure(process)` summed over the server and its live children; None once the server is gone."""
         import psutil
 
         total = 0
@@ -38,27 +38,22 @@ class LiveServer:
             parent = psutil.Process(self.process.pid)
             for proc in [parent, *parent.children(recursive=True)]:
                 with contextlib.suppress(psutil.NoSuchProcess):
-                    total += proc.memory_info().rss
+                    total += measure(proc)
         except psutil.NoSuchProcess:
-            return 0
+            return None
         return total
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server and all its children (decode workers, resource tracker)."""
+        return self._tree_total(lambda proc: proc.memory_info().rss) or 0
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time so far of the server and its live children; None without psutil."""
         try:
-            import psutil
+            import psutil  # noqa: F401  (optional: only the dev extra has it)
         except ImportError:
             return None
-        total = 0.0
-        try:
-            parent = psutil.Process(self.process.pid)
-            for proc in [parent, *parent.children(recursive=True)]:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    times = proc.cpu_times()
-                    total += times.user + times.system
-        except psutil.NoSuchProcess:
-            return None
-        return total
+        return self._tree_total(lambda proc: proc.cpu_times().user + proc.cpu_times().system)
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -119,9 +118,10 @@ def train_one(spec, data: Path, args) -> dict:
 
 def _collapsed(last_epoch: dict) -> bool:
     """Did the run end with FNAC on and the contrastive loss at chance (see training.train.collapse_warning)?"""
-    from training.train import collapse_warning
+    from training.train import collapse_warning, contrastive_chance
 
-    chance = {"contrastive_chance": 2 * math.log(last_epoch["global_batch"])}
+    # metrics rows written before `contrastive_chance` existed lack it; it follows from the batch
+    chance = {"contrastive_chance": contrastive_chance(last_epoch["global_batch"])}
     return collapse_warning({**chance, **last_epoch}) is not None
 
 

@@ -597,8 +597,7 @@ def train(
                 "epoch_seconds": train_seconds,
                 "wall_seconds": elapsed_before + time.perf_counter() - started,
                 "lr": optimizer.param_groups[0]["lr"],
-                # CE(L, diag) + CE(Lᵀ, diag) when every logit of a row is equal: the loss of collapsed encoders
-                "contrastive_chance": 2 * math.log(global_batch),
+                "contrastive_chance": contrastive_chance(global_batch),
                 **(val or {}),
                 "best_epoch": best["epoch"],
                 "selection": criterion,
@@ -677,6 +676,11 @@ def _describe(info: dict[str, Any]) -> str:
         f"{info['layout']} data at {info['source']}: {info['train_samples']} train samples "
         f"(split {info['train_split']}), {info['val_samples']} val samples"
     )
+
+
+def contrastive_chance(global_batch: int) -> float:
+    """CE(L, diag) + CE(Lᵀ, diag) when every logit of a row is equal: the loss of collapsed encoders."""
+    return 2 * math.log(global_batch)
 
 
 def collapse_warning(row: dict[str, Any], tolerance: float = 1e-3) -> str | None:
