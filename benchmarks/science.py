@@ -16,6 +16,14 @@ batches of the same size as in training:
 Writes OUT/science.json (every number) and OUT/science.md (the table), OUT/runs/<name>/ and OUT/data_k<K>/.
 Runs go in parallel (`--parallel`), sharing one decode cache per dataset (`fnac train --cache-dir`).
 
+`--shared-warmup`: FNAC's warm-up epochs are contrastive only, the very computation of the baseline with the
+same seed (same initial weights, batches, augmentations; the learning rate is constant). So with this flag each
+(K, seed) trains the warm-up ONCE, as OUT/runs/k<K>_warmup_s<seed> (`--baseline --epochs W`), and every method
+of that seed continues from a copy of its last.pt with `--resume` (optimizer state and RNG streams included)
+up to `--epochs`. The methods then differ only in what they do after the same warm-up, which makes the
+comparison paired and costs W epochs less per extra method. The wall time reported per run includes its
+warm-up.
+
     python -m benchmarks.science -o OUT [--classes 5 30] [--seeds 0 1 2] [--train 16000] [--epochs 20]
         [--width 32 --dim 128 --image-size 128 --lr 1e-3 --dropout-img 0 --warmup-epochs 5] [--parallel 12]
 """
@@ -26,8 +34,10 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -84,7 +94,34 @@ def train_command(data: Path, run_dir: Path, method: str, seed: int, args) -> li
     return command + METHODS[method]
 
 
-def train_one(spec, data: Path, args) -> dict:
+_warmup_locks: dict[str, threading.Lock] = {}
+_warmup_locks_guard = threading.Lock()
+
+
+def shared_warmup(spec, data: Path, args) -> Path:
+    """The contrastive warm-up run of this (K, seed), trained once (under a lock: methods run in parallel)."""
+    _, classes, _, seed = spec
+    name = f"k{classes}_warmup_s{seed}"
+    with _warmup_locks_guard:
+        lock = _warmup_locks.setdefault(name, threading.Lock())
+    with lock:
+        outcome = train_one((name, classes, "baseline", seed), data, args, epochs=args.warmup_epochs)
+    run_dir = args.out / "runs" / name
+    if outcome.get("exit", 0) != 0 or not (run_dir / "summary.json").is_file():
+        raise RuntimeError(f"warm-up run {name} did not finish ({outcome.get('exit')}); see its log")
+    return run_dir
+
+
+def branch_from(warmup_dir: Path, run_dir: Path) -> None:
+    """Start `run_dir` as a copy of the finished warm-up run (checkpoints, metrics), to be --resume'd."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("best.pt", "metrics.jsonl", "curve.png", "last.pt"):  # last.pt last: it marks the copy done
+        if (warmup_dir / name).is_file():
+            shutil.copy2(warmup_dir / name, run_dir / f".{name}.part")
+            os.replace(run_dir / f".{name}.part", run_dir / name)
+
+
+def train_one(spec, data: Path, args, epochs: int | None = None) -> dict:
     name, _, method, seed = spec
     run_dir = args.out / "runs" / name
     summary_path = run_dir / "summary.json"
@@ -93,8 +130,17 @@ def train_one(spec, data: Path, args) -> dict:
         return {"name": name, "wall_seconds": json.loads(summary_path.read_text())["wall_seconds"]}
     if stopped_path.is_file():
         return json.loads(stopped_path.read_text())
+    if (
+        epochs is None
+        and args.shared_warmup
+        and args.warmup_epochs > 0
+        and not (run_dir / "last.pt").is_file()
+    ):
+        branch_from(shared_warmup(spec, data, args), run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     command = train_command(data, run_dir, method, seed, args)
+    if epochs is not None:
+        command[command.index("--epochs") + 1] = str(epochs)
     if (run_dir / "last.pt").is_file():
         command.append("--resume")
     env = dict(os.environ)
@@ -110,6 +156,8 @@ def train_one(spec, data: Path, args) -> dict:
             code = "time limit"
     wall = time.perf_counter() - start
     log.info("%s: finished (%s) in %.0f s", name, code, wall)
+    if summary_path.is_file():  # counts the epochs of earlier attempts and of a shared warm-up too
+        wall = json.loads(summary_path.read_text())["wall_seconds"]
     outcome = {"name": name, "wall_seconds": wall, "exit": code}
     if code == "time limit" and run_dir.is_dir():
         stopped_path.write_text(json.dumps(outcome) + "\n")
@@ -219,23 +267,32 @@ def markdown(report: dict) -> str:
         return f"{cell['mean'] * scale:.{digits}f} ± {cell['std'] * scale:.{digits}f}"
 
     s = report["settings"]
+    low, high = s.get("distractors") or (2, 4)  # the preset's range when not overridden
+    distractors = f"{low}–{high}" + ("" if s.get("distractors") else " (the preset's)")
+    warmup = (
+        f"the {s['warmup_epochs']} warm-up epochs trained once per (K, seed) and shared by every method; "
+        if s.get("shared_warmup")
+        else ""
+    )
     lines = [
-        f"Synthetic benchmark, preset headroom, {s['train']} training scenes, test split of {s['test']}; "
+        f"Synthetic benchmark `fnac synth --preset headroom` with {distractors} silent distractors per scene, "
+        f"{s['train']} training scenes, test split of {s['test']}; "
         f"network width {s['width']}, dim {s['dim']}, {s['image_size']} px; batch {s['batch_size']}, "
         f"Adam lr {s['lr']}, {s['epochs']} epochs (FNAC: contrastive for {s['warmup_epochs']} then + 100·FNS-1 "
-        f"+ 100·FNS-2 + 100·TNE; fnac-nofns2 without FNS-2), visual dropout {s['dropout_img']}; seeds {s['seeds']}; best epoch chosen on "
-        "the validation split. Mean ± std over seeds; AP50 / AUC / mean cIoU on the test split, bicubic. "
-        "collapsed: runs whose last epoch had the FNAC terms on and the contrastive loss at chance "
-        "(2·ln batch, within 0.1 %).",
+        f"+ 100·FNS-2 + 100·TNE; fnac-nofns2 without FNS-2), visual dropout {s['dropout_img']}; seeds {s['seeds']}; "
+        f"{warmup}best epoch chosen on the validation split. Mean ± std over seeds; AP50 / AUC / mean cIoU on the "
+        "test split, bicubic. collapsed: runs whose last epoch had the FNAC terms on and the contrastive loss at "
+        "chance (2·ln batch, within 0.1 %).",
         "",
-        "| classes | in-batch FN rate | method | AP50 | AUC | mean cIoU | R-prec. audio adj. | R-prec. image adj. | R-prec. AV logits | collapsed | wall s / run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| classes | in-batch FN rate | method | AP50 | AUC | mean cIoU | R-prec. audio adj. | R-prec. image adj. | R-prec. AV logits | best epoch | collapsed | wall s / run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for group in report["groups"].values():
         lines.append(
             f"| {group['classes']} | {pm(group['false_negative_rate'])} | {group['method']} | {pm(group['ap50'])} | "
             f"{pm(group['auc'])} | {pm(group['mean_ciou'])} | {pm(group['audio_r_precision'])} | "
             f"{pm(group['image_r_precision'])} | {pm(group['audio_visual_r_precision'])} | "
+            f"{pm(group['best_epoch'], digits=1)} | "
             f"{group['collapsed_runs']}/{group['runs']} | {group['wall_seconds']['mean']:.0f} |"
         )
     lines += ["", "| classes | prior | AP50 | AUC | mean cIoU |", "|---|---|---|---|---|"]
@@ -280,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-image-size", type=int, default=128, help="frame size the datasets are drawn at")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--warmup-epochs", type=int, default=5)
+    p.add_argument(
+        "--shared-warmup",
+        action="store_true",
+        help="train each (K, seed)'s contrastive warm-up once and branch every method from it (see above)",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--width", type=int, default=32)

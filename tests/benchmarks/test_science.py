@@ -33,6 +33,7 @@ def test_science_trains_every_method_and_writes_the_table(tmp_path):
     assert phases == {"k5_fnac_s0": ["contrastive", "fnac"], "k5_baseline_s0": ["contrastive", "contrastive"]}
     table = (out / "science.md").read_text()
     assert report["groups"]["k5_baseline"]["collapsed_runs"] == 0  # never: its phase is always contrastive
+    assert "with 2–4 (the preset's) silent distractors" in table
     assert "| 5 |" in table and "| fnac |" in table and "| baseline |" in table and "oracle" in table
 
     # Resumable: adding a method trains only the new runs; the finished ones are kept as they are.
@@ -44,3 +45,36 @@ def test_science_trains_every_method_and_writes_the_table(tmp_path):
     for name, fns2 in (("k5_fnac_s0", 100.0), ("k5_fnac-nofns2_s0", 0.0)):
         checkpoint = torch.load(out / "runs" / name / "last.pt", map_location="cpu", weights_only=True)
         assert checkpoint["train_state"]["options"]["fns2"] == fns2
+
+
+def test_shared_warmup_branches_every_method_from_one_contrastive_run(tmp_path):
+    shared = tmp_path / "shared"
+    distractors = ["--distractors", "1", "2"]
+    assert science.main([*_argv(shared, ["fnac", "baseline"]), "--shared-warmup", *distractors]) == 0
+    runs = shared / "runs"
+
+    def rows(name):
+        return [json.loads(line) for line in (runs / name / "metrics.jsonl").open()]
+
+    warmup = rows("k5_warmup_s0")
+    assert [row["phase"] for row in warmup] == ["contrastive"]  # --warmup-epochs 1, trained once
+    for name, phases in (("k5_fnac_s0", ["contrastive", "fnac"]), ("k5_baseline_s0", ["contrastive"] * 2)):
+        history = rows(name)
+        assert [row["phase"] for row in history] == phases
+        assert history[0]["train_loss"] == warmup[0]["train_loss"]  # the copied warm-up epoch, not a retrain
+    report = json.loads((shared / "science.json").read_text())
+    assert report["settings"]["shared_warmup"] is True
+    table = (shared / "science.md").read_text()
+    assert "shared by every method" in table and "with 1–2 silent distractors" in table
+
+    # Branching is exact: the baseline continued from the shared warm-up ends with the weights of a baseline
+    # trained in one go with the same seed.
+    alone = tmp_path / "alone"
+    assert science.main([*_argv(alone, ["baseline"]), *distractors]) == 0
+    branched, straight = (
+        torch.load(out / "runs/k5_baseline_s0/last.pt", map_location="cpu", weights_only=True)["model"]
+        for out in (shared, alone)
+    )
+    assert branched.keys() == straight.keys()
+    for key in branched:
+        torch.testing.assert_close(branched[key], straight[key], rtol=0, atol=0, msg=key)
