@@ -98,7 +98,7 @@ def decode_image_audio_upload(
     keep_frame: bool,
 ) -> DecodedUpload:
     """A still image + an audio file: the window centred in the audio (or at `t`), or a sweep over the audio."""
-    frame = media.decode_image(image_data, max_pixels=spec.max_pixels, name=image_name)
+    frame = media.open_image(image_data, max_pixels=spec.max_pixels, name=image_name)
     wave = media.decode_audio(
         audio_data, sample_rate=spec.sample_rate, max_seconds=spec.max_seconds, name=audio_name
     )
@@ -121,6 +121,7 @@ def decode_image_audio_upload(
     else:
         times = [None]
     image = media.resize_image(frame, spec.image_size)
+    height, width = frame.height, frame.width
     windows = [
         media.fit_audio_window(wave, spec.n_samples, None if time is None else round(time * spec.sample_rate))
         for time in times
@@ -129,8 +130,8 @@ def decode_image_audio_upload(
         times=times,
         images=[image] * len(windows),
         audio=windows,
-        frame_size=frame.shape[:2],
-        frame=frame if keep_frame else None,
+        frame_size=(height, width),
+        frame=np.array(frame, dtype=np.uint8) if keep_frame else None,
         duration=duration,
     )
 
