@@ -68,6 +68,7 @@ METHODS = {
     "fnac": [],  # contrastive, then + 100·FNS-1 + 100·FNS-2 + 100·TNE after the warm-up
     "baseline": ["--baseline"],  # contrastive only (EZ-VSL)
     "fnac-nofns2": ["--fns2", "0"],  # ablation: no image-adjacency term
+    "fnac-lambda1": ["--fns1", "1", "--fns2", "1", "--tne", "1"],  # the FNAC terms at 1/100 of the paper's
 }
 
 
@@ -183,7 +184,7 @@ def adjacency_probe(checkpoint: Path, data: Path, batch: int, n_batches: int, de
     import torch
 
     from model.checkpoint import load_model
-    from model.losses import audio_adjacency, image_adjacency, pair_logits
+    from model.losses import LossWeights, audio_adjacency, fnac_loss, image_adjacency, pair_logits
     from training.datasets import open_dataset
 
     model, _ = load_model(checkpoint)
@@ -208,6 +209,13 @@ def adjacency_probe(checkpoint: Path, data: Path, batch: int, n_batches: int, de
             off = ~torch.eye(len(items), dtype=torch.bool, device=device)
             positives = (same & off).sum(dim=1)
             add("false_negative_rate", (same & off).sum() / off.sum())
+            # What the FNAC terms weigh on these encoders (weighted as in the recipe, all switched on): at the
+            # end of a warm-up, the pull they exert the moment they come on.
+            recipe = LossWeights(warmup_epochs=0)
+            _, parts = fnac_loss(v, a, model.tau, epoch=0, weights=recipe)
+            add("loss_contrastive", parts["contrastive"])
+            for term in ("fns1", "fns2", "tne"):
+                add(f"loss_{term}_weighted", getattr(recipe, term) * parts[term])
             add("rows_with_false_negative", (positives > 0).float().mean())
             tau = model.tau
             for name, matrix in (
@@ -279,7 +287,7 @@ def markdown(report: dict) -> str:
         f"{s['train']} training scenes, test split of {s['test']}; "
         f"network width {s['width']}, dim {s['dim']}, {s['image_size']} px; batch {s['batch_size']}, "
         f"Adam lr {s['lr']}, {s['epochs']} epochs (FNAC: contrastive for {s['warmup_epochs']} then + 100·FNS-1 "
-        f"+ 100·FNS-2 + 100·TNE; fnac-nofns2 without FNS-2), visual dropout {s['dropout_img']}; seeds {s['seeds']}; "
+        f"+ 100·FNS-2 + 100·TNE; fnac-nofns2 without FNS-2; fnac-lambda1 with weights 1), visual dropout {s['dropout_img']}; seeds {s['seeds']}; "
         f"{warmup}best epoch chosen on the validation split. Mean ± std over seeds; AP50 / AUC / mean cIoU on the "
         "test split, bicubic. collapsed: runs whose last epoch had the FNAC terms on and the contrastive loss at "
         "chance (2·ln batch, within 0.1 %).",
@@ -295,6 +303,23 @@ def markdown(report: dict) -> str:
             f"{pm(group['best_epoch'], digits=1)} | "
             f"{group['collapsed_runs']}/{group['runs']} | {group['wall_seconds']['mean']:.0f} |"
         )
+    lines += [
+        "",
+        "The loss terms on each group's selected encoders (probe batches, every term on, weighted as in the "
+        "recipe): what FNAC's terms add the moment they come on, against the contrastive loss (chance: "
+        "2·ln batch). Collapsed encoders have all three at 0.",
+        "",
+        "| classes | method | contrastive | 100·FNS-1 | 100·FNS-2 | 100·TNE |",
+        "|---|---|---|---|---|---|",
+    ]
+    for group in report["groups"].values():
+        if "loss_contrastive" not in group:  # reports from before the probe measured the terms
+            continue
+        lines.append(
+            f"| {group['classes']} | {group['method']} | {pm(group['loss_contrastive'])} | "
+            f"{pm(group['loss_fns1_weighted'])} | {pm(group['loss_fns2_weighted'])} | "
+            f"{pm(group['loss_tne_weighted'])} |"
+        )
     lines += ["", "| classes | prior | AP50 | AUC | mean cIoU |", "|---|---|---|---|---|"]
     for classes, priors in report["priors"].items():
         for name, value in priors.items():
@@ -305,7 +330,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.science",
         description=__doc__,
@@ -321,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         choices=sorted(METHODS),
         default=["fnac", "baseline"],
-        help="fnac, baseline (contrastive only), fnac-nofns2 (FNAC without FNS-2); default fnac baseline",
+        help="fnac, baseline (contrastive only), fnac-nofns2 (FNAC without FNS-2), fnac-lambda1 (FNS-1, FNS-2 "
+        "and TNE weighted 1 instead of 100); default fnac baseline",
     )
     p.add_argument("--train", type=int, default=16000, help="training scenes per dataset")
     p.add_argument("--val", type=int, default=500)
@@ -353,7 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synth-workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--time-limit", type=float, help="seconds; a run past it is stopped and its best.pt used")
     p.add_argument("--probe-batches", type=int, default=8)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args.out.mkdir(parents=True, exist_ok=True)
     import torch

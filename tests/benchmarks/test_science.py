@@ -24,6 +24,9 @@ def test_science_trains_every_method_and_writes_the_table(tmp_path):
         probe = run["probe"]
         assert 0 < probe["false_negative_rate"] < 1  # 5 classes, batches of 8: same-class pairs happen
         assert 0 <= probe["audio_r_precision"] <= 1 and 0 <= probe["image_r_precision"] <= 1
+        assert (
+            probe["loss_contrastive"] > 0 and min(probe[f"loss_{t}_weighted"] for t in ("fns1", "tne")) >= 0
+        )
         assert isinstance(run["collapsed"], bool) and len(run["train_contrastive_by_epoch"]) == 2
     # FNAC's second epoch is past the warm-up; the baseline never leaves the contrastive phase
     phases = {
@@ -33,7 +36,7 @@ def test_science_trains_every_method_and_writes_the_table(tmp_path):
     assert phases == {"k5_fnac_s0": ["contrastive", "fnac"], "k5_baseline_s0": ["contrastive", "contrastive"]}
     table = (out / "science.md").read_text()
     assert report["groups"]["k5_baseline"]["collapsed_runs"] == 0  # never: its phase is always contrastive
-    assert "with 2–4 (the preset's) silent distractors" in table
+    assert "with 2–4 (the preset's) silent distractors" in table and "| 100·TNE |" in table
     assert "| 5 |" in table and "| fnac |" in table and "| baseline |" in table and "oracle" in table
 
     # Resumable: adding a method trains only the new runs; the finished ones are kept as they are.
@@ -78,3 +81,20 @@ def test_shared_warmup_branches_every_method_from_one_contrastive_run(tmp_path):
     assert branched.keys() == straight.keys()
     for key in branched:
         torch.testing.assert_close(branched[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def test_each_method_adds_its_loss_weights_to_the_shared_command(tmp_path):
+    options = science.parse_args(_argv(tmp_path, ["fnac"]))
+    commands = {
+        method: science.train_command(tmp_path / "data", tmp_path / "run", method, 0, options)
+        for method in science.METHODS
+    }
+
+    def flag(command, name):
+        return command[command.index(name) + 1] if name in command else None
+
+    assert "--baseline" in commands["baseline"] and "--baseline" not in commands["fnac"]
+    assert flag(commands["fnac"], "--fns1") is None  # the recipe's 100s come from `fnac train`'s defaults
+    assert flag(commands["fnac-nofns2"], "--fns2") == "0"
+    assert [flag(commands["fnac-lambda1"], name) for name in ("--fns1", "--fns2", "--tne")] == ["1"] * 3
+    assert all(flag(c, "--warmup-epochs") == "1" and flag(c, "--seed") == "0" for c in commands.values())
