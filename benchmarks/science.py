@@ -13,6 +13,16 @@ batches of the same size as in training:
   whether its single highest entry is (precision@1), for the audio adjacency a·aᵀ (FNS-1's target), the image
   adjacency ḡ·ḡᵀ (FNS-2's) and the audio-visual logits themselves.
 
+and its localization maps are probed on the TEST scenes (a pointing game, less coarse than the protocol's
+median threshold and blind to a map's overall shape):
+
+- pointing: the fraction of scenes whose map, upsampled as in the protocol, peaks inside the sounding object's
+  box; next to it the audio-free reference, the fraction whose image centre lies in that box;
+- whether the peak follows the sound: each scene showing a silent distractor of another class is run again with
+  the audio of another test scene where that class sounds; reported are the fraction of peaks that land in
+  the distractor's box with the swapped audio, and (the audio-blind reference, what a map that ignores the
+  audio scores) with the scene's own audio.
+
 Writes OUT/science.json (every number) and OUT/science.md (the table), OUT/runs/<name>/ and OUT/data_k<K>/.
 Runs go in parallel (`--parallel`), sharing one decode cache per dataset (`fnac train --cache-dir`).
 
@@ -235,6 +245,74 @@ def adjacency_probe(checkpoint: Path, data: Path, batch: int, n_batches: int, de
     return {key: float(np.mean(values)) for key, values in stats.items()}
 
 
+def peak_point(heatmap: np.ndarray) -> tuple[float, float]:
+    """(x, y) in [0, 1] of the pixel centre where the map, upsampled as in the protocol (bicubic), is highest."""
+    from training import metrics
+
+    upsampled = metrics.upsample_heatmap(heatmap)
+    y, x = np.unravel_index(int(np.argmax(upsampled)), upsampled.shape)
+    return (x + 0.5) / upsampled.shape[1], (y + 0.5) / upsampled.shape[0]
+
+
+def _inside(point: tuple[float, float], box) -> bool:
+    x, y = point
+    return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+
+
+def pointing_probe(checkpoint: Path, data: Path, batch: int = 50) -> dict:
+    """Where the test maps peak, with the scene's own audio and with a silent distractor's sound (module doc)."""
+    from training.evaluate import Predictor, find_media, load_pair
+
+    predictor = Predictor(checkpoint)
+    annotations = json.loads((data / "annotations.json").read_text())["samples"]
+    scenes = sorted((s for s in annotations if s["split"] == "test"), key=lambda s: s["file"])
+    media = find_media(data, [s["file"] for s in scenes])
+    scenes = [s for s in scenes if s["file"] in media]
+    pairs = [load_pair(*media[s["file"]], predictor.spec) for s in scenes]
+    images = np.stack([image for image, _ in pairs])
+    audio = np.stack([wave for _, wave in pairs])
+
+    def peaks(image_index: list[int], audio_index: list[int]) -> list[tuple[float, float]]:
+        points = []
+        for first in range(0, len(image_index), batch):
+            heatmaps, _ = predictor(
+                images[image_index[first : first + batch]], audio[audio_index[first : first + batch]]
+            )
+            points += [peak_point(h) for h in heatmaps]
+        return points
+
+    everyone = list(range(len(scenes)))
+    own = peaks(everyone, everyone)
+    sounding_box = [s["bbox"][0] for s in scenes]
+    # the swap: the first silent distractor of another class for which some other test scene sounds that class
+    donors: dict[int, list[int]] = {}
+    for index, scene in enumerate(scenes):
+        donors.setdefault(int(scene["class_index"]), []).append(index)
+    swaps = []  # (scene, donor of the audio, distractor box)
+    for index, scene in enumerate(scenes):
+        for obj in scene["objects"]:
+            candidates = [d for d in donors.get(int(obj["class_index"]), []) if d != index]
+            if obj["sounding"] or obj["class_index"] == scene["class_index"] or not candidates:
+                continue
+            swaps.append((index, candidates[index % len(candidates)], obj["bbox"]))
+            break
+    swapped = peaks([i for i, _, _ in swaps], [d for _, d, _ in swaps])
+    return {
+        "pointing": float(np.mean([_inside(p, b) for p, b in zip(own, sounding_box, strict=True)])),
+        "pointing_centre_prior": float(np.mean([_inside((0.5, 0.5), b) for b in sounding_box])),
+        "pointing_swapped": float(
+            np.mean([_inside(p, box) for p, (_, _, box) in zip(swapped, swaps, strict=True)])
+        )
+        if swaps
+        else float("nan"),
+        "pointing_swapped_blind": float(np.mean([_inside(own[i], box) for i, _, box in swaps]))
+        if swaps
+        else float("nan"),
+        "pointing_n": len(scenes),
+        "pointing_swapped_n": len(swaps),
+    }
+
+
 def _mean_std(values: list[float]) -> dict:
     array = np.asarray(values, dtype=np.float64)
     return {
@@ -259,6 +337,7 @@ def summarize(args, results: list[dict], priors: dict[int, dict]) -> dict:
                     for key in ("ap50", "auc", "mean_ciou", "wall_seconds", "best_epoch", "epochs_done")
                 },
                 **{key: _mean_std([r["probe"][key] for r in rows]) for key in rows[0]["probe"]},
+                **{key: _mean_std([r["pointing"][key] for r in rows]) for key in rows[0].get("pointing", {})},
                 "collapsed_runs": sum(bool(r.get("collapsed")) for r in rows),
                 "runs": len(rows),
             }
@@ -319,6 +398,26 @@ def markdown(report: dict) -> str:
             f"| {group['classes']} | {group['method']} | {pm(group['loss_contrastive'])} | "
             f"{pm(group['loss_fns1_weighted'])} | {pm(group['loss_fns2_weighted'])} | "
             f"{pm(group['loss_tne_weighted'])} |"
+        )
+    lines += [
+        "",
+        "Where the test maps peak (pointing game; the map upsampled bicubic as in the protocol). Own audio: the "
+        "fraction of peaks inside the sounding object's box, and the audio-free reference of the image centre. "
+        "Swapped: the scene's silent distractor of another class made to sound (another test scene's audio of "
+        "that class); the fraction of peaks in the distractor's box, against the same fraction for the "
+        "scene's own audio (what a map that ignores the audio scores).",
+        "",
+        "| classes | method | own audio: peak in sounding box | image centre in it | swapped: peak in distractor box | own audio: peak in distractor box | scenes / swapped |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for group in report["groups"].values():
+        if "pointing" not in group:  # reports from before the pointing probe
+            continue
+        lines.append(
+            f"| {group['classes']} | {group['method']} | {pm(group['pointing'])} | "
+            f"{group['pointing_centre_prior']['mean']:.3f} | {pm(group['pointing_swapped'])} | "
+            f"{pm(group['pointing_swapped_blind'])} | "
+            f"{group['pointing_n']['mean']:.0f} / {group['pointing_swapped_n']['mean']:.0f} |"
         )
     lines += ["", "| classes | prior | AP50 | AUC | mean cIoU |", "|---|---|---|---|---|"]
     for classes, priors in report["priors"].items():
@@ -431,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                 "train_contrastive_by_epoch": [row.get("train_contrastive") for row in history],
                 "collapsed": _collapsed(history[-1]),
                 "probe": adjacency_probe(run_dir / "best.pt", datasets[classes], args.batch_size, args.probe_batches, device),
+                "pointing": pointing_probe(run_dir / "best.pt", datasets[classes]),
             }
         )  # fmt: skip
         log.info(

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import torch
 
 from benchmarks import science
@@ -28,6 +29,15 @@ def test_science_trains_every_method_and_writes_the_table(tmp_path):
             probe["loss_contrastive"] > 0 and min(probe[f"loss_{t}_weighted"] for t in ("fns1", "tne")) >= 0
         )
         assert isinstance(run["collapsed"], bool) and len(run["train_contrastive_by_epoch"]) == 2
+        pointing = run["pointing"]
+        assert pointing["pointing_n"] == 8 and 0 < pointing["pointing_swapped_n"] <= 8
+        for key in ("pointing", "pointing_swapped", "pointing_swapped_blind"):
+            assert 0 <= pointing[key] <= 1
+    # the centre reference, counted here from the annotations the runner never reads for it
+    samples = json.loads((out / "data_k5" / "annotations.json").read_text())["samples"]
+    boxes = [s["bbox"][0] for s in samples if s["split"] == "test"]
+    centre = sum(b[0] <= 0.5 <= b[2] and b[1] <= 0.5 <= b[3] for b in boxes) / len(boxes)
+    assert report["runs"][0]["pointing"]["pointing_centre_prior"] == centre
     # FNAC's second epoch is past the warm-up; the baseline never leaves the contrastive phase
     phases = {
         name: [json.loads(line)["phase"] for line in (out / "runs" / name / "metrics.jsonl").open()]
@@ -37,6 +47,7 @@ def test_science_trains_every_method_and_writes_the_table(tmp_path):
     table = (out / "science.md").read_text()
     assert report["groups"]["k5_baseline"]["collapsed_runs"] == 0  # never: its phase is always contrastive
     assert "with 2–4 (the preset's) silent distractors" in table and "| 100·TNE |" in table
+    assert "| own audio: peak in sounding box |" in table
     assert "| 5 |" in table and "| fnac |" in table and "| baseline |" in table and "oracle" in table
 
     # Resumable: adding a method trains only the new runs; the finished ones are kept as they are.
@@ -98,3 +109,15 @@ def test_each_method_adds_its_loss_weights_to_the_shared_command(tmp_path):
     assert flag(commands["fnac-nofns2"], "--fns2") == "0"
     assert [flag(commands["fnac-lambda1"], name) for name in ("--fns1", "--fns2", "--tne")] == ["1"] * 3
     assert all(flag(c, "--warmup-epochs") == "1" and flag(c, "--seed") == "0" for c in commands.values())
+
+
+def test_peak_point_is_where_the_upsampled_map_is_highest():
+    heatmap = np.zeros((4, 4), np.float32)
+    heatmap[0, 3] = 5.0  # top-right cell
+    x, y = science.peak_point(heatmap)
+    assert 0.75 <= x <= 1 and 0 <= y <= 0.25
+    assert science._inside((x, y), [0.75, 0.0, 1.0, 0.25]) and not science._inside((x, y), [0, 0, 0.5, 0.5])
+    centre = np.zeros((7, 7), np.float32)
+    centre[3, 3] = 1.0
+    x, y = science.peak_point(centre)  # one of the four middle pixels of the 224 map (a tie)
+    assert abs(x - 0.5) < 1 / 224 and abs(y - 0.5) < 1 / 224
