@@ -79,7 +79,27 @@ METHODS = {
     "baseline": ["--baseline"],  # contrastive only (EZ-VSL)
     "fnac-nofns2": ["--fns2", "0"],  # ablation: no image-adjacency term
     "fnac-lambda1": ["--fns1", "1", "--fns2", "1", "--tne", "1"],  # the FNAC terms at 1/100 of the paper's
+    "fnac-scaled": [],  # the paper's weights rescaled to this batch size: see scaled_weight()
 }
+
+# The batch size the recipe's weight of 100 was set for (the official scripts use 128-256).
+RECIPE_BATCH = 128
+
+
+def scaled_weight(batch_size: int) -> float:
+    """The FNAC weight that gives each term the pull 100 gives it at batch RECIPE_BATCH.
+
+    FNS-1, FNS-2 and TNE are mean-reduced L1 distances between row-softmaxes of B×B matrices: each row's
+    distance is at most 2, so a term is at most 2/B and its weighted pull shrinks as 1/B. Against a contrastive
+    loss of order ln B, weight 100 at batch 32 is four times what it is in the paper's batch of 128."""
+    return 100.0 * batch_size / RECIPE_BATCH
+
+
+def method_flags(method: str, args) -> list[str]:
+    if method == "fnac-scaled":
+        weight = f"{scaled_weight(args.batch_size):g}"
+        return ["--fns1", weight, "--fns2", weight, "--tne", weight]
+    return METHODS[method]
 
 
 def run_names(args) -> list[tuple[str, int, str, int]]:
@@ -102,7 +122,7 @@ def train_command(data: Path, run_dir: Path, method: str, seed: int, args) -> li
     ]  # fmt: skip
     if args.device:
         command += ["--device", args.device]
-    return command + METHODS[method]
+    return command + method_flags(method, args)
 
 
 _warmup_locks: dict[str, threading.Lock] = {}
@@ -366,7 +386,7 @@ def markdown(report: dict) -> str:
         f"{s['train']} training scenes, test split of {s['test']}; "
         f"network width {s['width']}, dim {s['dim']}, {s['image_size']} px; batch {s['batch_size']}, "
         f"Adam lr {s['lr']}, {s['epochs']} epochs (FNAC: contrastive for {s['warmup_epochs']} then + 100·FNS-1 "
-        f"+ 100·FNS-2 + 100·TNE; fnac-nofns2 without FNS-2; fnac-lambda1 with weights 1), visual dropout {s['dropout_img']}; seeds {s['seeds']}; "
+        f"+ 100·FNS-2 + 100·TNE; fnac-nofns2 without FNS-2; fnac-lambda1 with weights 1; fnac-scaled with weights 100·{s['batch_size']}/{RECIPE_BATCH} = {scaled_weight(s['batch_size']):g}, the pull 100 has at batch {RECIPE_BATCH}), visual dropout {s['dropout_img']}; seeds {s['seeds']}; "
         f"{warmup}best epoch chosen on the validation split. Mean ± std over seeds; AP50 / AUC / mean cIoU on the "
         "test split, bicubic. collapsed: runs whose last epoch had the FNAC terms on and the contrastive loss at "
         "chance (2·ln batch, within 0.1 %).",
@@ -446,7 +466,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=sorted(METHODS),
         default=["fnac", "baseline"],
         help="fnac, baseline (contrastive only), fnac-nofns2 (FNAC without FNS-2), fnac-lambda1 (FNS-1, FNS-2 "
-        "and TNE weighted 1 instead of 100); default fnac baseline",
+        "and TNE weighted 1 instead of 100), fnac-scaled (weighted 100·batch/128, the pull the recipe's 100 "
+        "has at the official batch of 128); default fnac baseline",
     )
     p.add_argument("--train", type=int, default=16000, help="training scenes per dataset")
     p.add_argument("--val", type=int, default=500)
