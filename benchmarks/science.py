@@ -82,18 +82,12 @@ METHODS = {
     "fnac-scaled": [],  # the paper's weights rescaled to this batch size: see scaled_weight()
 }
 
-# The batch size the recipe's weight of 100 was set for: the official training scripts (Flickr and VGG-Sound)
-# pass --batch_size 256 with the three weights at 100 (its argparse default is 128).
-RECIPE_BATCH = 256
-
 
 def scaled_weight(batch_size: int) -> float:
-    """The FNAC weight that gives each term the pull 100 gives it at batch RECIPE_BATCH.
+    """FNAC's weight matched to this batch: model.losses.matched_weight (the recipe's 100 at batch 256)."""
+    from model.losses import matched_weight
 
-    FNS-1, FNS-2 and TNE are mean-reduced L1 distances between row-softmaxes of B×B matrices: each row's
-    distance is at most 2, so a term is at most 2/B and its weighted pull shrinks as 1/B. Against a contrastive
-    loss of order ln B, weight 100 at batch 32 pulls eight times harder than in the official batch of 256."""
-    return 100.0 * batch_size / RECIPE_BATCH
+    return matched_weight(batch_size)
 
 
 def method_flags(method: str, args) -> list[str]:
@@ -371,6 +365,8 @@ def summarize(args, results: list[dict], priors: dict[int, dict]) -> dict:
 
 
 def markdown(report: dict) -> str:
+    from model.losses import RECIPE_BATCH
+
     def pm(cell, scale=1.0, digits=3):
         return f"{cell['mean'] * scale:.{digits}f} ± {cell['std'] * scale:.{digits}f}"
 

@@ -12,6 +12,17 @@ import torch.nn.functional as F
 
 from model.fnac import localization_map, similarity
 
+# The global batch of the official training scripts, for which FNAC's weights of 100 were chosen.
+RECIPE_BATCH = 256
+
+
+def matched_weight(global_batch: int) -> float:
+    """The FNS/TNE weight that pulls at `global_batch` as hard as the recipe's 100 does at RECIPE_BATCH.
+
+    Each term is a mean-reduced L1 distance between row-softmaxes of B×B matrices, so at most 2/B: the same
+    weight pulls harder at a smaller batch (100 at batch 32 acts like 800 at 256)."""
+    return 100.0 * global_batch / RECIPE_BATCH
+
 
 @dataclass(frozen=True)
 class LossWeights:

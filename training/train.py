@@ -40,6 +40,7 @@ from torch import nn
 from model.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
 from model.config import FNACConfig
 from model.fnac import FNAC
+from model.losses import RECIPE_BATCH, LossWeights, matched_weight
 
 log = logging.getLogger("fnac.train")
 
@@ -395,7 +396,7 @@ def train(
     Works in-process (tests, benchmarks) and under torchrun (every rank calls it).
     """
     from model.checkpoint import atomic_save, make_checkpoint, read_checkpoint
-    from model.losses import LossWeights, fnac_loss
+    from model.losses import fnac_loss
     from training import distributed as D
 
     options = options or TrainOptions()
@@ -451,6 +452,9 @@ def train(
             warmup_epochs=options.warmup_epochs,
             contrastive_only=options.baseline,
         )
+
+        if dist.is_main and (warning := small_batch_warning(weights, options.batch_size)):
+            log.warning(warning)
 
         train_set, val_set, data_info = build_datasets(data, config, options)
         if len(train_set) < options.batch_size:
@@ -683,6 +687,22 @@ def contrastive_chance(global_batch: int) -> float:
     return 2 * math.log(global_batch)
 
 
+def small_batch_warning(weights: LossWeights, global_batch: int) -> str | None:
+    """A warning when the FNAC terms pull harder than in the official recipe (see `matched_weight`)."""
+    if weights.contrastive_only:
+        return None
+    scaled = matched_weight(global_batch)
+    if max(weights.fns1, weights.fns2, weights.tne) <= scaled:
+        return None
+    return (
+        f"global batch {global_batch} with FNAC weights {weights.fns1:g}/{weights.fns2:g}/{weights.tne:g} "
+        f"(FNS-1/FNS-2/TNE): these terms are bounded by 2/batch, so here they pull {RECIPE_BATCH / global_batch:g}x "
+        f"harder than the recipe's 100 at its batch of {RECIPE_BATCH}. The weights that match it are "
+        f"--fns1 {scaled:g} --fns2 {scaled:g} --tne {scaled:g}. Too strong, they can collapse the embeddings "
+        "(docs/BENCHMARKS.md)."
+    )
+
+
 def collapse_warning(row: dict[str, Any], tolerance: float = 1e-3) -> str | None:
     """A warning when an FNAC-phase epoch ends with the contrastive loss at its chance value (within
     `tolerance`, relative). FNS-1, FNS-2 and TNE are all exactly zero when every embedding is the same, so
@@ -753,7 +773,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--fns1",
         type=float,
         default=defaults.fns1,
-        help="FNS-1 weight (audio adjacency; default %(default)s)",
+        help="FNS-1 weight (audio adjacency; default %(default)s, the official recipe's at its global batch of "
+        "256; the terms are bounded by 2/batch, so a smaller batch wants 100*batch/256, and training warns)",
     )
     g.add_argument(
         "--fns2",

@@ -12,6 +12,7 @@ from model.losses import (
     fnac_loss,
     foreground_features,
     image_adjacency,
+    matched_weight,
     pair_logits,
     soft_alignment,
 )
@@ -98,6 +99,20 @@ def test_soft_alignment_hand_case():
     # softmax rows of [0, 0] are [.5, .5]; of [big, -big] ≈ [1, 0] → mean |Δ| = 0.5.
     big = torch.tensor([[50.0, -50.0], [-50.0, 50.0]])
     assert soft_alignment(torch.zeros(2, 2), big).item() == pytest.approx(0.5, abs=1e-6)
+
+
+@pytest.mark.parametrize("batch", [8, 32, 256])
+def test_soft_alignment_is_bounded_by_two_over_batch(batch):
+    # why FNAC's weight must follow the batch: each row's L1 distance is at most 2, averaged over B² entries
+    generator = torch.Generator().manual_seed(batch)
+    for _ in range(5):
+        a, b = (torch.randn(batch, batch, generator=generator) * 30 for _ in range(2))
+        assert soft_alignment(a, b).item() <= 2 / batch + 1e-7
+    # rows peaked on different columns reach the bound
+    opposite = soft_alignment(torch.eye(batch) * 100, torch.eye(batch).roll(1, dims=1) * 100).item()
+    assert opposite == pytest.approx(2 / batch, rel=1e-4)
+    # the matched weight keeps weight × bound at the recipe's 100 × 2/256
+    assert matched_weight(batch) * 2 / batch == pytest.approx(100 * 2 / 256)
 
 
 def test_tne_against_numpy():

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from model.config import FNACConfig
-from training.train import TrainOptions, collapse_warning, train
+from model.losses import LossWeights
+from training.train import TrainOptions, collapse_warning, small_batch_warning, train
 
 CONFIG = FNACConfig(width=8, dim=32, image_size=64, clip_seconds=1.0)
 ROOT = Path(__file__).resolve().parents[2]
@@ -253,3 +254,14 @@ def test_collapse_warning_only_for_fnac_epochs_at_chance():
     assert collapse_warning({**collapsed, "train_contrastive": 6.3685}) is None  # learning: no warning
     assert collapse_warning({**collapsed, "phase": "contrastive"}) is None  # warm-up at chance is normal
     assert collapse_warning({"phase": "fnac", "train_contrastive": 6.9315}) is None  # older metrics rows
+
+
+def test_small_batch_warning_names_the_weights_that_match_the_recipe():
+    warning = small_batch_warning(LossWeights(), 32)
+    assert "8x harder" in warning and "--fns1 12.5 --fns2 12.5 --tne 12.5" in warning
+    assert small_batch_warning(LossWeights(), 256) is None  # the official recipe itself
+    assert small_batch_warning(LossWeights(fns1=12.5, fns2=12.5, tne=12.5), 32) is None
+    assert small_batch_warning(LossWeights(fns2=0, tne=0, fns1=50), 64) is not None  # any term above 25
+    assert (
+        small_batch_warning(LossWeights(contrastive_only=True), 8) is None
+    )  # the baseline has no such terms
