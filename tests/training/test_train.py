@@ -259,9 +259,11 @@ def test_collapse_warning_only_for_fnac_epochs_at_chance():
 def test_small_batch_warning_names_the_weights_that_match_the_recipe():
     warning = small_batch_warning(LossWeights(), 32)
     assert "8x harder" in warning and "--fns1 12.5 --fns2 12.5 --tne 12.5" in warning
-    assert small_batch_warning(LossWeights(), 256) is None  # the official recipe itself
+    assert small_batch_warning(LossWeights(), 256) is None  # the official scripts
+    assert small_batch_warning(LossWeights(), 128) is None  # the official code's default batch
+    assert "4x harder" in small_batch_warning(LossWeights(), 64)
     assert small_batch_warning(LossWeights(fns1=12.5, fns2=12.5, tne=12.5), 32) is None
-    assert small_batch_warning(LossWeights(fns2=0, tne=0, fns1=50), 64) is not None  # any term above 25
+    assert small_batch_warning(LossWeights(fns2=0, tne=0, fns1=60), 64) is not None  # any term above 2 × 25
     assert (
         small_batch_warning(LossWeights(contrastive_only=True), 8) is None
     )  # the baseline has no such terms
