@@ -707,8 +707,8 @@ def small_batch_warning(weights: LossWeights, global_batch: int) -> str | None:
 def collapse_warning(row: dict[str, Any], tolerance: float = 1e-3) -> str | None:
     """A warning when an FNAC-phase epoch ends with the contrastive loss at its chance value (within
     `tolerance`, relative). FNS-1, FNS-2 and TNE are all exactly zero when every embedding is the same, so
-    switched on before the encoders tell pairs apart (from-scratch encoders, a short warm-up) they can pull
-    the network into that collapsed state, where it stays."""
+    switched on too strongly (weights above the recipe's pull for this batch, see `small_batch_warning`) or
+    before the encoders tell pairs apart, they can pull the network into that collapsed state, where it stays."""
     chance, contrastive = row.get("contrastive_chance"), row.get("train_contrastive")
     if row.get("phase") != "fnac" or chance is None or contrastive is None:
         return None
@@ -717,7 +717,8 @@ def collapse_warning(row: dict[str, Any], tolerance: float = 1e-3) -> str | None
     return (
         f"the contrastive loss is at chance level ({contrastive:.4f}; 2·ln(batch) = {chance:.4f}) with the FNAC "
         "terms on: the embeddings have probably collapsed (all logits equal, where FNS/TNE are zero). Start "
-        "again with a longer --warmup-epochs, so the contrastive loss has clearly left chance before FNAC starts."
+        f"again with FNAC weights matched to the batch (--fns1/--fns2/--tne 100*batch/{RECIPE_BATCH}) and a "
+        "--warmup-epochs long enough that the contrastive loss has clearly left chance (docs/BENCHMARKS.md)."
     )
 
 

@@ -250,7 +250,8 @@ def test_collapse_warning_only_for_fnac_epochs_at_chance():
     # the numbers of a real from-scratch run (batch 32) whose FNAC terms started while it was still at chance
     chance = 2 * math.log(32)
     collapsed = {"phase": "fnac", "train_contrastive": 6.9315, "contrastive_chance": chance}
-    assert "collapsed" in collapse_warning(collapsed) and "--warmup-epochs" in collapse_warning(collapsed)
+    message = collapse_warning(collapsed)
+    assert "collapsed" in message and "--warmup-epochs" in message and "100*batch/256" in message
     assert collapse_warning({**collapsed, "train_contrastive": 6.3685}) is None  # learning: no warning
     assert collapse_warning({**collapsed, "phase": "contrastive"}) is None  # warm-up at chance is normal
     assert collapse_warning({"phase": "fnac", "train_contrastive": 6.9315}) is None  # older metrics rows
