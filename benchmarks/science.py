@@ -80,6 +80,7 @@ METHODS = {
     "fnac-nofns2": ["--fns2", "0"],  # ablation: no image-adjacency term
     "fnac-lambda1": ["--fns1", "1", "--fns2", "1", "--tne", "1"],  # the FNAC terms at 1/100 of the paper's
     "fnac-scaled": [],  # the paper's weights rescaled to this batch size: see scaled_weight()
+    "fnac-scaled-nofns2": [],  # the same without FNS-2, whose image-adjacency target is weak from scratch
 }
 
 
@@ -91,9 +92,10 @@ def scaled_weight(batch_size: int) -> float:
 
 
 def method_flags(method: str, args) -> list[str]:
-    if method == "fnac-scaled":
+    if method in ("fnac-scaled", "fnac-scaled-nofns2"):
         weight = f"{scaled_weight(args.batch_size):g}"
-        return ["--fns1", weight, "--fns2", weight, "--tne", weight]
+        fns2 = "0" if method.endswith("nofns2") else weight
+        return ["--fns1", weight, "--fns2", fns2, "--tne", weight]
     return METHODS[method]
 
 
@@ -383,7 +385,7 @@ def markdown(report: dict) -> str:
         f"{s['train']} training scenes, test split of {s['test']}; "
         f"network width {s['width']}, dim {s['dim']}, {s['image_size']} px; batch {s['batch_size']}, "
         f"Adam lr {s['lr']}, {s['epochs']} epochs (FNAC: contrastive for {s['warmup_epochs']} then + 100·FNS-1 "
-        f"+ 100·FNS-2 + 100·TNE; fnac-nofns2 without FNS-2; fnac-lambda1 with weights 1; fnac-scaled with weights 100·{s['batch_size']}/{RECIPE_BATCH} = {scaled_weight(s['batch_size']):g}, the pull 100 has at batch {RECIPE_BATCH}), visual dropout {s['dropout_img']}; seeds {s['seeds']}; "
+        f"+ 100·FNS-2 + 100·TNE; fnac-nofns2 without FNS-2; fnac-lambda1 with weights 1; fnac-scaled with weights 100·{s['batch_size']}/{RECIPE_BATCH} = {scaled_weight(s['batch_size']):g}, the pull 100 has at batch {RECIPE_BATCH}; fnac-scaled-nofns2 the same without FNS-2), visual dropout {s['dropout_img']}; seeds {s['seeds']}; "
         f"{warmup}best epoch chosen on the validation split. Mean ± std over seeds; AP50 / AUC / mean cIoU on the "
         "test split, bicubic. collapsed: runs whose last epoch had the FNAC terms on and the contrastive loss at "
         "chance (2·ln batch, within 0.1 %).",
@@ -464,7 +466,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["fnac", "baseline"],
         help="fnac, baseline (contrastive only), fnac-nofns2 (FNAC without FNS-2), fnac-lambda1 (FNS-1, FNS-2 "
         "and TNE weighted 1 instead of 100), fnac-scaled (weighted 100·batch/256, the pull the recipe's 100 "
-        "has at the official scripts' batch of 256); default fnac baseline",
+        "has at the official scripts' batch of 256), fnac-scaled-nofns2 (the same without FNS-2); default fnac "
+        "baseline",
     )
     p.add_argument("--train", type=int, default=16000, help="training scenes per dataset")
     p.add_argument("--val", type=int, default=500)

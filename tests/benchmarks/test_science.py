@@ -110,6 +110,8 @@ def test_each_method_adds_its_loss_weights_to_the_shared_command(tmp_path):
     assert [flag(commands["fnac-lambda1"], name) for name in ("--fns1", "--fns2", "--tne")] == ["1"] * 3
     # batch 8: 100 · 8 / 256, so that 2·w/B, the most a mean-reduced L1 term can add, is the recipe's 2·100/256
     assert [flag(commands["fnac-scaled"], name) for name in ("--fns1", "--fns2", "--tne")] == ["3.125"] * 3
+    scaled_nofns2 = [flag(commands["fnac-scaled-nofns2"], name) for name in ("--fns1", "--fns2", "--tne")]
+    assert scaled_nofns2 == ["3.125", "0", "3.125"]
     assert all(flag(c, "--warmup-epochs") == "1" and flag(c, "--seed") == "0" for c in commands.values())
 
 
