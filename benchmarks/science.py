@@ -73,30 +73,26 @@ def synth(out: Path, classes: int, args) -> Path:
     return data
 
 
+# Stands for the FNAC weight matched to the run's batch (model.losses.matched_weight) in METHODS.
+MATCHED = "<matched>"
+
 # What each method adds to the shared `fnac train` command line.
 METHODS = {
     "fnac": [],  # contrastive, then + 100·FNS-1 + 100·FNS-2 + 100·TNE after the warm-up
     "baseline": ["--baseline"],  # contrastive only (EZ-VSL)
     "fnac-nofns2": ["--fns2", "0"],  # ablation: no image-adjacency term
     "fnac-lambda1": ["--fns1", "1", "--fns2", "1", "--tne", "1"],  # the FNAC terms at 1/100 of the paper's
-    "fnac-scaled": [],  # the paper's weights rescaled to this batch size: see scaled_weight()
-    "fnac-scaled-nofns2": [],  # the same without FNS-2, whose image-adjacency target is weak from scratch
+    # the paper's weights rescaled to this batch size, with and without FNS-2 (weak image-adjacency target)
+    "fnac-scaled": ["--fns1", MATCHED, "--fns2", MATCHED, "--tne", MATCHED],
+    "fnac-scaled-nofns2": ["--fns1", MATCHED, "--fns2", "0", "--tne", MATCHED],
 }
 
 
-def scaled_weight(batch_size: int) -> float:
-    """FNAC's weight matched to this batch: model.losses.matched_weight (the recipe's 100 at batch 256)."""
+def method_flags(method: str, args) -> list[str]:
     from model.losses import matched_weight
 
-    return matched_weight(batch_size)
-
-
-def method_flags(method: str, args) -> list[str]:
-    if method in ("fnac-scaled", "fnac-scaled-nofns2"):
-        weight = f"{scaled_weight(args.batch_size):g}"
-        fns2 = "0" if method.endswith("nofns2") else weight
-        return ["--fns1", weight, "--fns2", fns2, "--tne", weight]
-    return METHODS[method]
+    weight = f"{matched_weight(args.batch_size):g}"
+    return [weight if flag == MATCHED else flag for flag in METHODS[method]]
 
 
 def run_names(args) -> list[tuple[str, int, str, int]]:
@@ -367,7 +363,7 @@ def summarize(args, results: list[dict], priors: dict[int, dict]) -> dict:
 
 
 def markdown(report: dict) -> str:
-    from model.losses import RECIPE_BATCH
+    from model.losses import RECIPE_BATCH, matched_weight
 
     def pm(cell, scale=1.0, digits=3):
         return f"{cell['mean'] * scale:.{digits}f} ± {cell['std'] * scale:.{digits}f}"
@@ -385,7 +381,7 @@ def markdown(report: dict) -> str:
         f"{s['train']} training scenes, test split of {s['test']}; "
         f"network width {s['width']}, dim {s['dim']}, {s['image_size']} px; batch {s['batch_size']}, "
         f"Adam lr {s['lr']}, {s['epochs']} epochs (FNAC: contrastive for {s['warmup_epochs']} then + 100·FNS-1 "
-        f"+ 100·FNS-2 + 100·TNE; fnac-nofns2 without FNS-2; fnac-lambda1 with weights 1; fnac-scaled with weights 100·{s['batch_size']}/{RECIPE_BATCH} = {scaled_weight(s['batch_size']):g}, the pull 100 has at batch {RECIPE_BATCH}; fnac-scaled-nofns2 the same without FNS-2), visual dropout {s['dropout_img']}; seeds {s['seeds']}; "
+        f"+ 100·FNS-2 + 100·TNE; fnac-nofns2 without FNS-2; fnac-lambda1 with weights 1; fnac-scaled with weights 100·{s['batch_size']}/{RECIPE_BATCH} = {matched_weight(s['batch_size']):g}, the pull 100 has at batch {RECIPE_BATCH}; fnac-scaled-nofns2 the same without FNS-2), visual dropout {s['dropout_img']}; seeds {s['seeds']}; "
         f"{warmup}best epoch chosen on the validation split. Mean ± std over seeds; AP50 / AUC / mean cIoU on the "
         "test split, bicubic. collapsed: runs whose last epoch had the FNAC terms on and the contrastive loss at "
         "chance (2·ln batch, within 0.1 %).",

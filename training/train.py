@@ -775,8 +775,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--fns1",
         type=float,
         default=defaults.fns1,
-        help="FNS-1 weight (audio adjacency; default %(default)s, the official recipe's at its global batch of "
-        "256; the terms are bounded by 2/batch, so a smaller batch wants 100*batch/256, and training warns)",
+        help=f"FNS-1 weight (audio adjacency; default %(default)s, the official recipe's at its global batch of "
+        f"{RECIPE_BATCH}; the terms are bounded by 2/batch, so a smaller batch wants 100*batch/{RECIPE_BATCH}, "
+        "and training warns)",
     )
     g.add_argument(
         "--fns2",

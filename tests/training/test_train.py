@@ -265,6 +265,5 @@ def test_small_batch_warning_names_the_weights_that_match_the_recipe():
     assert "4x harder" in small_batch_warning(LossWeights(), 64)
     assert small_batch_warning(LossWeights(fns1=12.5, fns2=12.5, tne=12.5), 32) is None
     assert small_batch_warning(LossWeights(fns2=0, tne=0, fns1=60), 64) is not None  # any term above 2 × 25
-    assert (
-        small_batch_warning(LossWeights(contrastive_only=True), 8) is None
-    )  # the baseline has no such terms
+    # the baseline has no such terms
+    assert small_batch_warning(LossWeights(contrastive_only=True), 8) is None
