@@ -11,7 +11,12 @@ Both run the full training step (forward, FNAC loss, backward, Adam) over DataLo
 The pipelines alternate in rounds (background load hits both alike) and the median round of each is
 reported with the ratio; the data pipelines alone (loader + our batched spectrogram) are timed the same way.
 
+On a GPU (``--device cuda``, the default when one is visible) the network, the spectrogram front end and the
+cached crops run there, under the same autocast as ``fnac train`` (``--amp``), for both pipelines alike; the
+loaders' workers stay on the CPU, with pinned memory. The clock is read only after the device has finished.
+
     python -m benchmarks.bench_train [--width 16] [--image-size 224] [--batch-size 32] [--steps 8]
+    python -m benchmarks.bench_train --device cuda --width 64 --dim 512 --batch-size 128 --steps 24
 """
 
 from __future__ import annotations
@@ -99,23 +104,33 @@ def _official_forward(fnac, image, spec):
     return v, fnac.encode_spectrogram(spec)
 
 
-def _time_pipeline(name, loader, step, steps: int, warmup: int) -> dict:
+def _time_pipeline(name, loader, step, steps: int, warmup: int, sync=lambda: None) -> dict:
     iterator = iter(loader)
     for _ in range(warmup):
         step(next(iterator))
+    sync()  # device work is asynchronous: the clock starts and stops with the device idle
     start = time.perf_counter()
     samples = 0
     for _ in range(steps):
         samples += step(next(iterator))
+    sync()
     seconds = time.perf_counter() - start
     return {"pipeline": name, "samples": samples, "seconds": seconds, "samples_per_s": samples / seconds}
 
 
-def _make_data(root: Path, n: int, image_size: int, audio_seconds: float) -> None:
+def _make_data(root: Path, n: int, image_size: int, audio_seconds: float, workers: int) -> None:
     from training.synth import make_synth
 
     make_synth(root, n_classes=6, n_train=n, n_val=0, n_test=0, image_size=image_size,
-               clip_seconds=audio_seconds, distractors=(0, 2), negatives=False, workers=2)  # fmt: skip
+               clip_seconds=audio_seconds, distractors=(0, 2), negatives=False, workers=workers)  # fmt: skip
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but torch sees no CUDA device")
+    return torch.device(name)
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
@@ -126,49 +141,60 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from training.datasets import collate_pairs, open_dataset
     from training.distributed import DistInfo
     from training.layout import dataset_pairs
-    from training.train import SpecAugment, TrainForward
+    from training.train import SpecAugment, TrainForward, _amp_dtype, _autocast
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = _device(args.device)
+    amp_dtype = _amp_dtype(args.amp, device)
+    on_gpu = device.type == "cuda"
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     config = FNACConfig(width=args.width, dim=args.dim, image_size=args.image_size)
     per_round = args.batch_size * (args.steps + args.warmup)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.data) if args.data else Path(tmp) / "data"
         if not args.data:
-            _make_data(data, per_round, args.frame_size, args.audio_seconds)
+            _make_data(data, per_round, args.frame_size, args.audio_seconds, max(1, args.workers))
         torch.manual_seed(0)
-        fnac = FNAC(config).train()
-        forward = TrainForward(fnac, SpecAugment(), None).train()
+        fnac = FNAC(config).to(device).train()
+        forward = TrainForward(fnac, SpecAugment().to(device), amp_dtype).train()
         optimizer = torch.optim.Adam(fnac.parameters(), lr=1e-4, weight_decay=1e-4)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
         def update(v, a) -> None:
             loss, _ = fnac_loss(v, a, fnac.tau, epoch=10)  # the full FNAC objective
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+        def to_device(x: torch.Tensor) -> torch.Tensor:
+            return x.to(device, non_blocking=True)
 
         def ours_step(batch) -> int:
-            update(*forward(batch["image"], batch["audio"]))
+            update(*forward(to_device(batch["image"]), to_device(batch["audio"])))
             return len(batch["ids"])
 
         def official_step(batch) -> int:
             image, spec = batch
-            update(*_official_forward(fnac, image, spec))
+            with _autocast(device, amp_dtype):  # the same autocast as `fnac train` uses for the encoders
+                v, a = _official_forward(fnac, to_device(image), to_device(spec))
+            update(v.float(), a.float())
             return image.shape[0]
 
         def ours_loader_only(batch) -> int:  # the data pipeline alone, incl. our in-model spectrogram
             with torch.no_grad():
-                forward.spec_augment(fnac.spectrogram(batch["audio"]))
+                forward.spec_augment(fnac.spectrogram(to_device(batch["audio"]).float()))
             return len(batch["ids"])
 
         ours_set = open_dataset(data, config, "train")
         cache_start = time.perf_counter()
         cached = decode_all(ours_set, workers=args.workers, progress=False)  # `fnac train --cache`
         cache_seconds = time.perf_counter() - cache_start
-        one_process = DistInfo()
+        one_process = DistInfo(device=device)
         official_set = OfficialStyleDataset(dataset_pairs(data), config)
         loader_args = {"batch_size": args.batch_size, "shuffle": True, "drop_last": True}
-        loader_args.update(num_workers=args.workers, persistent_workers=False)
+        loader_args.update(num_workers=args.workers, persistent_workers=False, pin_memory=on_gpu)
 
         def ours_loader():
             return torch.utils.data.DataLoader(ours_set, collate_fn=collate_pairs, **loader_args)
@@ -185,23 +211,33 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         for _ in range(2):
             ours_step(ours_batch)
             official_step(official_batch)
+        sync()
         results: dict[str, list[dict]] = {
             k: [] for k in ("ours", "ours cached", "official-style", "ours loader", "official loader")
         }
         for _ in range(args.rounds):  # alternate, so background load hits both alike
-            results["ours"].append(_time_pipeline("ours", ours_loader(), ours_step, args.steps, args.warmup))
+            results["ours"].append(
+                _time_pipeline("ours", ours_loader(), ours_step, args.steps, args.warmup, sync)
+            )
             results["ours cached"].append(
-                _time_pipeline("ours cached", cached_loader(), ours_step, args.steps, args.warmup)
+                _time_pipeline("ours cached", cached_loader(), ours_step, args.steps, args.warmup, sync)
             )
             results["official-style"].append(
-                _time_pipeline("official-style", official_loader(), official_step, args.steps, args.warmup)
+                _time_pipeline(
+                    "official-style", official_loader(), official_step, args.steps, args.warmup, sync
+                )
             )
             results["ours loader"].append(
-                _time_pipeline("ours loader", ours_loader(), ours_loader_only, args.steps, args.warmup)
+                _time_pipeline("ours loader", ours_loader(), ours_loader_only, args.steps, args.warmup, sync)
             )
             results["official loader"].append(
                 _time_pipeline(
-                    "official loader", official_loader(), lambda b: b[0].shape[0], args.steps, args.warmup
+                    "official loader",
+                    official_loader(),
+                    lambda b: b[0].shape[0],
+                    args.steps,
+                    args.warmup,
+                    sync,
                 )
             )
     best = {k: float(np.median([r["samples_per_s"] for r in v])) for k, v in results.items()}
@@ -217,7 +253,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "threads": torch.get_num_threads(),
             "steps": args.steps,
             "rounds": args.rounds,
-            "device": "cpu",
+            "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if on_gpu else None,
+            "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
         },
         "rounds": results,
         "samples_per_s": best,
@@ -254,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=os.cpu_count() or 1, help="DataLoader workers (both pipelines)"
     )
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = default)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the network runs (default: cuda when visible)")  # fmt: skip
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], default="auto",
+                   help="autocast on GPU, as `fnac train --amp` (default auto; CPU always fp32)")  # fmt: skip
     p.add_argument("--data", help="existing dataset directory (default: generate a synthetic one)")
     p.add_argument("--json", help="also write the results as JSON to this file")
     return p
@@ -271,7 +313,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     c = result["config"]
     print(
         f"training throughput, width {c['width']}, {c['image_size']} px, batch {c['batch_size']}, "
-        f"{c['workers']} loader workers, {c['threads']} threads, {c['device']}"
+        f"{c['workers']} loader workers, {c['threads']} threads, {c['gpu'] or c['device']}, autocast {c['amp']}"
     )
     for name, value in result["samples_per_s"].items():
         rounds = ", ".join(f"{r['samples_per_s']:.1f}" for r in result["rounds"][name])

@@ -22,3 +22,13 @@ def test_bench_train_times_all_pipelines_and_reports_ratios(tmp_path, capsys):
     assert result["cache_build_seconds"] > 0
     printed = capsys.readouterr().out
     assert "ours cached" in printed and "ratio ours cached / official-style" in printed
+    assert result["config"]["device"] == "cpu" and result["config"]["amp"] == "off"  # no autocast on a CPU
+
+
+@pytest.mark.skipif(
+    bench_train.torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
+def test_bench_train_refuses_cuda_without_a_gpu():
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        bench_train._device("cuda")
+    assert bench_train._device("auto").type == "cpu"
