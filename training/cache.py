@@ -18,8 +18,11 @@ import hashlib
 import json
 import logging
 import os
+import queue
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -175,8 +178,11 @@ class CachedLoader:
     Yields the same dicts as `collate_pairs`: ``{"ids", "image" [B, S, S, 3] uint8, "audio" [B, N], "failed"}``.
     """
 
-    def __init__(self, arrays: dict[str, Any], image_size: int, batch_size: int, *, dist, seed: int):
+    def __init__(
+        self, arrays: dict[str, Any], image_size: int, batch_size: int, *, dist, seed: int, prefetch: int = 2
+    ):
         self.image_size = image_size
+        self.prefetch = prefetch
         self.batch_size = batch_size
         self.device = dist.device
         self.seed = seed
@@ -185,7 +191,8 @@ class CachedLoader:
         if small < image_size:
             raise ValueError(f"a cached frame is {small} px on a side, smaller than the {image_size} px crop")
         # The arrays stay in host memory (memory-mapped from --cache-dir: several runs share one copy in the
-        # page cache); each batch is gathered there, copied over and cropped on the device.
+        # page cache); each batch is gathered there (up to `prefetch` batches ahead, in a background thread,
+        # pinned for a GPU), copied over and cropped on the device.
         self.images = arrays["images"]
         self.sizes = torch.from_numpy(np.asarray(arrays["sizes"]))
         self.audio = arrays["audio"]
@@ -204,19 +211,78 @@ class CachedLoader:
     def __len__(self) -> int:
         return len(self.sampler) // self.batch_size
 
+    def _host_batches(self, order: list[int]) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+        """(rows, images, audio) of each step, gathered in host memory; pinned when the device is a GPU, so the
+        copy over can overlap the device's work."""
+        pin = self.device.type == "cuda"
+        for step in range(len(self)):
+            chosen = order[step * self.batch_size : (step + 1) * self.batch_size]
+            rows = np.sort(np.asarray(chosen))  # ascending reads from a memory map
+            images = torch.from_numpy(self.images[rows])
+            audio = torch.from_numpy(self.audio[rows])
+            if pin:
+                images, audio = images.pin_memory(), audio.pin_memory()
+            yield rows, images, audio
+
     def __iter__(self):
         order = list(self.sampler)
         generator = torch.Generator(device=self.device)
         generator.manual_seed(self.seed * 1_000_003 + self.sampler.epoch * 7919 + self.rank)
-        for step in range(len(self)):
-            chosen = order[step * self.batch_size : (step + 1) * self.batch_size]
-            rows = np.sort(np.asarray(chosen))  # ascending reads from a memory map
+        # The crops draw from `generator` here, in step order, so the batches do not depend on the prefetching.
+        for rows, images, audio in prefetched(self._host_batches(order), self.prefetch):
             failed, self.pending_failures = self.pending_failures, []
-            images = torch.from_numpy(self.images[rows]).to(self.device, non_blocking=True)
+            images = images.to(self.device, non_blocking=True)
             sizes = self.sizes[rows].to(self.device)
             yield {
                 "ids": [self.ids[i] for i in rows],
                 "image": crop_and_flip(images, sizes, self.image_size, generator),
-                "audio": torch.from_numpy(self.audio[rows]).to(self.device, non_blocking=True),
+                "audio": audio.to(self.device, non_blocking=True),
                 "failed": failed,
             }
+
+
+T = TypeVar("T")
+
+
+def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """The items of `items`, produced up to `depth` ahead by a background thread (numpy's gathers and torch's
+    pinning release the GIL, so the next batch is read while the training step runs). An exception in the
+    producer is raised here, at the item where it happened; closing this generator early stops the thread.
+    `depth` 0: no thread, the items as they come."""
+    if depth <= 0:
+        yield from items
+        return
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(message: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(message, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("done", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="fnac-cache-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()

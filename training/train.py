@@ -864,8 +864,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--cache",
         action="store_true",
-        help="decode the training set once and crop/flip whole batches on the device (same augmentation; "
-        "for data that fits in device memory; far faster on a GPU)",
+        help="decode the training set once and crop/flip whole batches on the device (same augmentation); "
+        "the decoded arrays stay in host memory (memory-mapped with --cache-dir) and the next batch is gathered "
+        "in a background thread. Pays where the loaders limit training, as for small networks on a GPU "
+        "(docs/BENCHMARKS.md)",
     )
     g.add_argument(
         "--cache-dir",

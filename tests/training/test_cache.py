@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from model.config import FNACConfig
-from training.cache import CachedLoader, crop_and_flip, decode_all, fingerprint, load_or_build
+from training.cache import CachedLoader, crop_and_flip, decode_all, fingerprint, load_or_build, prefetched
 from training.datasets import open_dataset
 from training.distributed import DistInfo
 from training.train import TrainOptions, train
@@ -139,3 +140,39 @@ def test_random_audio_window_is_refused_with_the_cache(synth_dir):
     dataset = open_dataset(synth_dir, CONFIG, "train", train=True, audio_window="random")
     with pytest.raises(ValueError, match="random"):
         decode_all(dataset, workers=0, progress=False)
+
+
+def test_prefetching_does_not_change_the_batches(synth_dir):
+    dataset = open_dataset(synth_dir, CONFIG, "train", train=True)
+    arrays = decode_all(dataset, workers=0, progress=False)
+    runs = []
+    for depth in (0, 2):
+        loader = CachedLoader(arrays, CONFIG.image_size, 8, dist=_one_process(), seed=5, prefetch=depth)
+        loader.sampler.set_epoch(1)
+        runs.append(list(loader))
+    plain, ahead = runs
+    assert [b["ids"] for b in plain] == [b["ids"] for b in ahead]
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(plain, ahead, strict=True))
+    assert all(torch.equal(a["audio"], b["audio"]) for a, b in zip(plain, ahead, strict=True))
+
+
+def test_prefetched_passes_items_and_errors_through_and_stops_its_thread_when_closed():
+    def threads() -> int:
+        return sum(t.name == "fnac-cache-prefetch" for t in threading.enumerate())
+
+    assert list(prefetched(iter(range(10)), 2)) == list(range(10))
+
+    def failing():
+        yield 1
+        raise RuntimeError("bad gather")
+
+    items = prefetched(failing(), 2)
+    assert next(items) == 1
+    with pytest.raises(RuntimeError, match="bad gather"):
+        next(items)
+    assert threads() == 0
+
+    items = prefetched(iter(range(1000)), 2)
+    assert next(items) == 0 and threads() == 1  # the producer is blocked on the full buffer
+    items.close()
+    assert threads() == 0
