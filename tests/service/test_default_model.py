@@ -20,10 +20,11 @@ def scenes(tmp_path_factory):
     from training.synth import make_synth
 
     root = tmp_path_factory.mktemp("default-model-scenes")
-    # the first test scenes of the model card's data (a scene depends only on the knobs, seed and its index)
-    make_synth(root, n_classes=10, n_train=0, n_val=0, n_test=N_SCENES, image_size=128, preset="headroom",
-               seed=0, negatives=False)  # fmt: skip
     runtime = ModelRuntime(DEFAULT_MODEL)
+    # the first test scenes of the model card's data (a scene depends only on the knobs, seed and its index),
+    # drawn at the model's input size as the card's data were
+    make_synth(root, n_classes=10, n_train=0, n_val=0, n_test=N_SCENES, image_size=runtime.metadata.image_size,
+               preset="headroom", seed=0, negatives=False)  # fmt: skip
     pairs = [
         load_pair(
             root / "frames" / f"test_{i:06d}.jpg", root / "audio" / f"test_{i:06d}.wav", runtime.metadata
