@@ -245,7 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         # Known input problems from the libraries carry a clear message; show it without a traceback.
-        from_types = {"CheckpointError", "ExportError", "MediaError", "MediaTooLarge", "DatasetError"}
+        from_types = {
+            "CheckpointError",
+            "ExportError",
+            "MediaError",
+            "MediaTooLarge",
+            "DatasetError",
+            "DeviceError",
+        }
         if type(exc).__name__ in from_types:
             print(f"fnac {args.verb}: error: {exc}", file=sys.stderr)
             return 2

@@ -27,6 +27,10 @@ class DatasetError(ValueError):
     """A dataset directory that cannot be evaluated, with the reason."""
 
 
+class DeviceError(ValueError):
+    """The device asked for is not there."""
+
+
 @dataclass(frozen=True)
 class InputSpec:
     sample_rate: int
@@ -35,9 +39,12 @@ class InputSpec:
 
 
 class Predictor:
-    """(images uint8 [B,S,S,3], audio float32 [B,N]) → (heatmap [B,h,w], score [B]) for a .pt or .onnx model."""
+    """(images uint8 [B,S,S,3], audio float32 [B,N]) → (heatmap [B,h,w], score [B]) for a .pt or .onnx model.
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None):
+    An ONNX model runs on ONNX Runtime (`providers`); a checkpoint runs in torch, fp32, on `device` ("cpu",
+    "cuda", or None: CUDA when torch sees it)."""
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None, device: str | None = None):
         path = Path(path)
         self.path = path
         if path.suffix == ".onnx":
@@ -55,8 +62,13 @@ class Predictor:
             from model.checkpoint import load_model
             from model.fnac import FNACLocalizer
 
+            if device is None:
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                raise DeviceError("device 'cuda' was asked for, but torch sees no CUDA device")
+            self.device = torch.device(device)
             model, ckpt = load_model(path)
-            self.localizer = FNACLocalizer(model).eval()
+            self.localizer = FNACLocalizer(model).to(self.device).eval()
             config = model.config
             self.spec = InputSpec(config.sample_rate, config.n_samples, config.image_size)
             self.name = (
@@ -67,8 +79,10 @@ class Predictor:
 
             def run(images, audio):
                 with torch.inference_mode():
-                    heatmap, score = self.localizer(torch.from_numpy(images), torch.from_numpy(audio))
-                return heatmap.numpy(), score.numpy()
+                    heatmap, score = self.localizer(
+                        torch.from_numpy(images).to(self.device), torch.from_numpy(audio).to(self.device)
+                    )
+                return heatmap.cpu().numpy(), score.cpu().numpy()
 
             self._run = run
 
@@ -119,6 +133,7 @@ def evaluate(
     limit: int | None = None,
     negatives: bool = True,
     providers: list[str] | None = None,
+    device: str | None = None,
     progress: bool = True,
     split: str = "test",
     silence_dbfs: float | None = None,
@@ -137,7 +152,7 @@ def evaluate(
     silence_dbfs = postprocess.SILENCE_DBFS if silence_dbfs is None else silence_dbfs
 
     root = Path(data)
-    predictor = Predictor(model_path, providers)
+    predictor = Predictor(model_path, providers, device)
     layout, gt_maps = ground_truth(root, split=split)
     media = find_media(root, gt_maps)
     ids = sorted(media)[:limit] if limit else sorted(media)
@@ -307,6 +322,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--target-fpr", type=float, default=0.05, help="for --calibration fpr (default 0.05)")
     p.add_argument("--providers", help="ONNX Runtime providers, comma separated (default: auto)")
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where a .pt checkpoint runs (default auto: cuda when torch sees it); an .onnx model follows "
+        "--providers",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -319,6 +341,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         negatives=not args.no_negatives,
         providers=providers,
+        device=None if args.device == "auto" else args.device,
         split=args.split,
         calibration=args.calibration,
         target_fpr=args.target_fpr,

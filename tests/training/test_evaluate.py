@@ -60,6 +60,17 @@ def test_checkpoint_and_onnx_agree(tiny_checkpoint, tiny_onnx_model, synth_dir):
     assert from_ckpt["centre_prior"] == from_onnx["centre_prior"]
 
 
+def test_a_checkpoint_runs_on_the_device_asked_for(tiny_checkpoint, synth_dir):
+    import torch
+
+    on_cpu, _, _ = evaluate(tiny_checkpoint, synth_dir, progress=False, negatives=False, device="cpu")
+    default, _, _ = evaluate(tiny_checkpoint, synth_dir, progress=False, negatives=False)
+    assert on_cpu["mean_ciou"] == pytest.approx(default["mean_ciou"], abs=1e-5)
+    if not torch.cuda.is_available():  # without a GPU, asking for one is a clear error, not a silent CPU run
+        with pytest.raises(ValueError, match="no CUDA device"):
+            evaluate(tiny_checkpoint, synth_dir, progress=False, negatives=False, device="cuda")
+
+
 def test_eval_uses_intersection_and_reports_it(tmp_path, synth_dir, tiny_onnx_model):
     import shutil
 
