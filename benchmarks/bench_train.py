@@ -126,11 +126,12 @@ def _make_data(root: Path, n: int, image_size: int, audio_seconds: float, worker
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda, but torch sees no CUDA device")
-    return torch.device(name)
+    from training.distributed import DeviceError, resolve_device
+
+    try:
+        return torch.device(resolve_device(name))
+    except DeviceError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:

@@ -502,14 +502,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args.out.mkdir(parents=True, exist_ok=True)
-    import torch
 
     from model.config import FNACConfig
     from training.cache import load_or_build
     from training.datasets import open_dataset
+    from training.distributed import resolve_device
     from training.evaluate import evaluate
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     datasets, priors = {}, {}
     for classes in args.classes:
         start = time.perf_counter()

@@ -31,6 +31,20 @@ class DistInfo:
         return self.rank == 0
 
 
+class DeviceError(ValueError):
+    """The device asked for is not there."""
+
+
+def resolve_device(name: str | None) -> str:
+    """ "cpu" or "cuda" for `name` ("cpu", "cuda", or "auto"/None: CUDA when torch sees it). Asking for CUDA
+    where torch sees none is a DeviceError, never a silent CPU run."""
+    if name in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError("device 'cuda' was asked for, but torch sees no CUDA device")
+    return name
+
+
 def setup(device: str | None = None) -> DistInfo:
     """Join the process group torchrun describes in the environment (gloo on CPU, NCCL on GPU).
 
@@ -40,7 +54,7 @@ def setup(device: str | None = None) -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    use_cuda = resolve_device(device).startswith("cuda")
     if use_cuda:
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)

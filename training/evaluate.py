@@ -27,10 +27,6 @@ class DatasetError(ValueError):
     """A dataset directory that cannot be evaluated, with the reason."""
 
 
-class DeviceError(ValueError):
-    """The device asked for is not there."""
-
-
 @dataclass(frozen=True)
 class InputSpec:
     sample_rate: int
@@ -61,12 +57,9 @@ class Predictor:
 
             from model.checkpoint import load_model
             from model.fnac import FNACLocalizer
+            from training.distributed import resolve_device
 
-            if device is None:
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            if device.startswith("cuda") and not torch.cuda.is_available():
-                raise DeviceError("device 'cuda' was asked for, but torch sees no CUDA device")
-            self.device = torch.device(device)
+            self.device = torch.device(resolve_device(device))
             model, ckpt = load_model(path)
             self.localizer = FNACLocalizer(model).to(self.device).eval()
             config = model.config
