@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,19 +222,26 @@ def evaluate(
                 "n": len(scores[kind]),
                 "mean_score": float(np.mean(scores[kind])),
             }
+    if "noise" in negatives_report:
+        negatives_report["noise"]["by_level"] = _by_level(
+            scores["positive"], scores["noise"], levels["noise"]
+        )
     if negatives_report:
         all_neg = [s for k in negatives_report for s in scores[k]]
         negatives_report["all"] = {"auroc": metrics.auroc(scores["positive"], all_neg), "n": len(all_neg)}
         negatives_report["positive_mean_score"] = float(np.mean(scores["positive"]))
         report["negatives"] = negatives_report
-        # The threshold only has to separate what gets past the silence gate: calibrate on those negatives.
-        audible = [
-            s for kind in scores if kind != "positive"
-            for s, level in zip(scores[kind], levels[kind], strict=True) if level > silence_dbfs
-        ]  # fmt: skip
+        # The threshold only has to separate what gets past the silence gate: calibrate on those negatives,
+        # kind by kind (the target FPR holds for the worst kind, not for the pool).
+        audible = {
+            kind: [s for s, level in zip(scores[kind], levels[kind], strict=True) if level > silence_dbfs]
+            for kind in negatives_report if kind in scores
+        }  # fmt: skip
+        audible = {kind: values for kind, values in audible.items() if values}
+        kept = audible or {kind: scores[kind] for kind in negatives_report if kind in scores}
         report["sounding_calibration"] = {
             **metrics.calibrate_sounding_threshold(
-                scores["positive"], audible or all_neg, method=calibration, target_fpr=target_fpr
+                scores["positive"], kept, method=calibration, target_fpr=target_fpr
             ),
             "negatives": "above the silence gate" if audible else "all (none above the silence gate)",
             "silence_dbfs": silence_dbfs,
@@ -252,7 +260,38 @@ def evaluate(
             "silence_dbfs": silence_dbfs,
             **{kind: sounding_fraction(kind) for kind in scores if scores[kind]},
         }
+        for band in report["negatives"].get("noise", {}).get("by_level", []):
+            lo, hi = _band_limits(band)
+            band["sounding_rate"] = float(
+                np.mean([
+                    postprocess.is_sounding(s, lv, threshold, silence_dbfs)
+                    for s, lv in zip(scores["noise"], levels["noise"], strict=True) if lo <= lv < hi
+                ])
+            )  # fmt: skip
     return report, av, prior
+
+
+NOISE_BANDS_DBFS = ((-math.inf, -30.0), (-30.0, -15.0), (-15.0, math.inf))
+
+
+def _by_level(positive: list[float], noise: list[float], levels: list[float]) -> list[dict]:
+    """Noise negatives split by RMS level: a model may reject quiet hiss and still take loud hiss for a sound."""
+    bands = []
+    for lo, hi in NOISE_BANDS_DBFS:
+        picked = [s for s, level in zip(noise, levels, strict=True) if lo <= level < hi]
+        if picked:
+            bands.append({
+                "dbfs": [None if math.isinf(lo) else lo, None if math.isinf(hi) else hi],  # None: open
+                "n": len(picked),
+                "auroc": metrics.auroc(positive, picked),
+                "mean_score": float(np.mean(picked)),
+            })  # fmt: skip
+    return bands
+
+
+def _band_limits(band: dict) -> tuple[float, float]:
+    lo, hi = band["dbfs"]
+    return (-math.inf if lo is None else lo), (math.inf if hi is None else hi)
 
 
 def write_threshold(model_path: Path, threshold: float) -> None:
@@ -310,8 +349,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--calibration",
         choices=["fpr", "youden"],
         default="fpr",
-        help="fpr (default): the lowest threshold whose false-positive rate is at most --target-fpr; "
-        "youden: maximise TPR - FPR",
+        help="fpr (default): the lowest threshold whose false-positive rate is at most --target-fpr on every "
+        "negative kind (silence above the gate, noise, off-screen), so loud noise cannot hide behind easy "
+        "off-screen sounds; youden: maximise TPR - FPR over all negatives pooled",
     )
     p.add_argument("--target-fpr", type=float, default=0.05, help="for --calibration fpr (default 0.05)")
     p.add_argument("--providers", help="ONNX Runtime providers, comma separated (default: auto)")
@@ -359,6 +399,10 @@ def run(args: argparse.Namespace) -> int:
     for kind, values in report.get("negatives", {}).items():
         if isinstance(values, dict):
             print(f"negatives {kind}: AUROC {values['auroc']:.4f} (n={values['n']})")
+            for band in values.get("by_level", []):
+                lo, hi = _band_limits(band)
+                rate = f", sounding {band['sounding_rate']:.3f}" if "sounding_rate" in band else ""
+                print(f"  {kind} {lo:g} to {hi:g} dBFS: AUROC {band['auroc']:.4f} (n={band['n']}{rate})")
     rates = report.get("sounding_rate")
     if rates:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in rates.items() if k not in ("threshold", "silence_dbfs"))

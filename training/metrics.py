@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -414,44 +414,57 @@ def auroc(positive_scores: Sequence[float], negative_scores: Sequence[float]) ->
 
 def calibrate_sounding_threshold(
     positive_scores: Sequence[float],
-    negative_scores: Sequence[float],
+    negative_scores: Sequence[float] | Mapping[str, Sequence[float]],
     method: str = "youden",
     target_fpr: float = 0.05,
 ) -> dict:
     """Pick a raw-score threshold for the ``sounding`` decision (sounding ⇔ score ≥ threshold).
 
     ``method="youden"`` maximises TPR − FPR (Youden's J) over the observed scores; ``method="fpr"`` takes the
-    lowest threshold whose false-positive rate on the negatives is ≤ ``target_fpr``. The returned threshold
-    sits halfway between the chosen observed score and the next lower observed score, so it does not sit
-    exactly on a calibration sample. Returns ``{"threshold", "tpr", "fpr", "method", "n_pos", "n_neg"}``.
+    lowest threshold whose false-positive rate on the negatives is ≤ ``target_fpr``. Negatives given as
+    ``{kind: scores}`` count per kind: the FPR is that of the worst kind, so an easy kind (off-screen sounds)
+    cannot hide a hard one (loud noise) in the pooled rate. The returned threshold sits halfway between the
+    chosen observed score and the next lower observed score, so it does not sit exactly on a calibration
+    sample. Returns ``{"threshold", "tpr", "fpr", "method", "n_pos", "n_neg"}``, plus ``fpr_by_kind``.
     """
     pos = np.asarray(positive_scores, dtype=np.float64).ravel()
-    neg = np.asarray(negative_scores, dtype=np.float64).ravel()
+    if isinstance(negative_scores, Mapping):
+        kinds = {k: np.asarray(v, dtype=np.float64).ravel() for k, v in negative_scores.items() if len(v)}
+    else:
+        kinds = {"all": np.asarray(negative_scores, dtype=np.float64).ravel()}
+    neg = np.concatenate(list(kinds.values())) if kinds else np.zeros(0)
     if pos.size == 0 or neg.size == 0:
         raise ValueError("calibration needs at least one positive and one negative score")
     candidates = np.unique(np.concatenate([pos, neg]))  # ascending
-    tpr = (pos.size - np.searchsorted(np.sort(pos), candidates, side="left")) / pos.size
-    fpr = (neg.size - np.searchsorted(np.sort(neg), candidates, side="left")) / neg.size
+
+    def rate_at_or_above(scores: np.ndarray) -> np.ndarray:
+        return (scores.size - np.searchsorted(np.sort(scores), candidates, side="left")) / scores.size
+
+    tpr = rate_at_or_above(pos)
     if method == "youden":
-        j = tpr - fpr
+        j = tpr - rate_at_or_above(neg)
         best = int(np.flatnonzero(j == j.max())[-1])  # among ties, the most conservative (highest) threshold
     elif method == "fpr":
-        ok = np.flatnonzero(fpr <= target_fpr)
+        worst = np.max([rate_at_or_above(scores) for scores in kinds.values()], axis=0)
+        ok = np.flatnonzero(worst <= target_fpr)
         best = int(ok[0]) if ok.size else len(candidates) - 1
     else:
         raise ValueError(f"unknown calibration method {method!r}; expected 'youden' or 'fpr'")
     chosen = candidates[best]
     threshold = (chosen + candidates[best - 1]) / 2 if best > 0 else chosen
+    by_kind = {k: float(np.mean(scores >= threshold)) for k, scores in kinds.items()}
     result = {
         "threshold": float(threshold),
         "tpr": float(np.mean(pos >= threshold)),
-        "fpr": float(np.mean(neg >= threshold)),
+        "fpr": max(by_kind.values()) if method == "fpr" else float(np.mean(neg >= threshold)),
         "method": method,
         "n_pos": int(pos.size),
         "n_neg": int(neg.size),
     }
     if method == "fpr":
         result["target_fpr"] = float(target_fpr)
+    if isinstance(negative_scores, Mapping):
+        result["fpr_by_kind"] = by_kind
     return result
 
 

@@ -15,7 +15,8 @@ Layout written under ``out_dir``::
     vggss.json                VGG-SS format ({"file", "class", "bbox"}) for the test split
     vggss_val.json            the same for the validation split (model selection)
     annotations.json          every split: sounding + distractor boxes with classes, audio parameters
-    negatives/{silence,noise,offscreen}/<id>.wav   val and test ids; offscreen = a class absent from the picture
+    negatives/{silence,noise,offscreen}/<id>.wav   val and test ids; noise = white, uniform or pink noise
+                              from -40 dBFS to full-scale hiss; offscreen = a class absent from the picture
     negatives/offscreen.json  {id: class played}
     clips/<id>.mp4            optional, H.264 + AAC, the test scene (constant frame) with its sound
     meta.json, README.md      every knob, the seed, class table, timing
@@ -397,6 +398,35 @@ def scene_audio(rng: np.random.Generator, cls: dict, cfg: SynthConfig) -> tuple[
     return mix, {**params, "snr_db": round(float(snr_db), 2)}
 
 
+NOISE_COLOURS = ("white", "uniform", "pink")
+NOISE_DBFS = (-40.0, -5.0)  # RMS level range of the noise negatives: barely audible to full-scale hiss
+
+
+def plain_noise(rng: np.random.Generator, n_samples: int) -> tuple[np.ndarray, dict]:
+    """A "plain noise" negative: white (Gaussian), uniform or pink (1/f power) noise at an RMS level drawn
+    uniformly in dB from NOISE_DBFS, clipped to [-1, 1]; the parameters record the level after clipping.
+
+    The level spans the whole range users send, up to full-scale hiss, because a calibrated `sounding`
+    threshold only holds for the levels it was calibrated on.
+    """
+    colour = NOISE_COLOURS[int(rng.integers(len(NOISE_COLOURS)))]
+    level_dbfs = rng.uniform(*NOISE_DBFS)
+    if colour == "uniform":
+        noise = rng.uniform(-1, 1, n_samples)
+    elif colour == "pink":  # shape white noise's spectrum by 1/sqrt(f): power falls 3 dB per octave
+        spectrum = np.fft.rfft(rng.normal(0, 1, n_samples))
+        spectrum[1:] /= np.sqrt(np.arange(1, spectrum.size))
+        spectrum[0] = 0
+        noise = np.fft.irfft(spectrum, n_samples)
+    else:
+        noise = rng.normal(0, 1, n_samples)
+    noise = np.clip(noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12) * 10 ** (level_dbfs / 20), -1, 1)
+    level_dbfs = 20 * np.log10(
+        np.sqrt(np.mean(noise**2))
+    )  # as played: clipping takes a little off the loudest
+    return noise, {"colour": colour, "level_dbfs": round(float(level_dbfs), 2)}
+
+
 def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
     """16-bit PCM mono WAV of a float waveform in [-1, 1]."""
     pcm = np.round(np.clip(audio, -1, 1) * 32767).astype("<i2")
@@ -492,8 +522,9 @@ def _generate_one(cfg: SynthConfig, out_dir: Path, split: str, index: int) -> di
         n = audio.size
         negatives = out_dir / "negatives"
         (negatives / "silence" / f"{sample_id}.wav").write_bytes(wav_bytes(np.zeros(n), cfg.sample_rate))
-        noise = np.clip(neg_rng.normal(0, neg_rng.uniform(0.05, 0.2), n), -1, 1)
+        noise, noise_params = plain_noise(np.random.default_rng([cfg.seed, _SPLIT_CODE[split], index, 18]), n)
         (negatives / "noise" / f"{sample_id}.wav").write_bytes(wav_bytes(noise, cfg.sample_rate))
+        record["noise"] = noise_params
         present = {o["class_index"] for o in objects}
         absent = [c for c in range(k) if c not in present]
         offscreen = int(neg_rng.choice(absent))
@@ -521,8 +552,9 @@ def _readme(cfg: SynthConfig) -> str:
         "- `vggss.json` (test) and `vggss_val.json` (val): VGG-SS format, the sounding object's box.\n"
         "- `annotations.json`: all splits, sounding and distractor boxes with classes (false-negative "
         "analysis, largest-object prior).\n"
-        "- `negatives/{silence,noise,offscreen}/<id>.wav`: negative audio for val and test ids; "
-        "`negatives/offscreen.json` names the class played (absent from the picture).\n"
+        "- `negatives/{silence,noise,offscreen}/<id>.wav`: negative audio for val and test ids. Noise is "
+        "white, uniform or pink at an RMS level from -40 dBFS to full-scale hiss (`noise` in "
+        "annotations.json); `negatives/offscreen.json` names the class played (absent from the picture).\n"
         "- `clips/<id>.mp4`: H.264 + AAC clips of the first test scenes (constant frame).\n"
         "- `meta.json`: every knob, the class table and the generation time.\n"
     )

@@ -117,6 +117,13 @@ def test_calibrate_on_val_then_report_sounding_rates_on_test(tmp_path, synth_dir
     assert rates["silence"] == 0.0  # digital silence is under the silence gate, whatever the score
     assert set(rates) == {"threshold", "silence_dbfs", "positive", "silence", "noise", "offscreen"}
     assert all(0.0 <= rates[k] <= 1.0 for k in ("positive", "noise", "offscreen"))
+    # the noise negatives by level: the bands partition them, and their rates add up to the overall one
+    bands = report["negatives"]["noise"]["by_level"]
+    assert sum(b["n"] for b in bands) == report["negatives"]["noise"]["n"]
+    assert sum(b["n"] * b["sounding_rate"] for b in bands) / sum(b["n"] for b in bands) == pytest.approx(
+        rates["noise"]
+    )
+    json.dumps(report, allow_nan=False)  # open band ends are null, not Infinity
 
 
 def test_val_split_needs_validation_annotations(tmp_path, synth_dir, tiny_onnx_model):

@@ -237,6 +237,27 @@ def test_sounding_threshold_calibration():
         calibrate_sounding_threshold([], [1.0])
 
 
+def test_sounding_threshold_holds_the_target_for_every_negative_kind():
+    """Pooled, an easy kind dilutes a hard one: 10 % of noise may pass at a pooled 5 %. Per kind it may not."""
+    rng = np.random.default_rng(7)
+    pos = rng.normal(1.0, 0.3, 400)
+    kinds = {"offscreen": rng.normal(-1.0, 0.3, 400), "noise": rng.normal(0.5, 0.3, 400)}
+    pooled = calibrate_sounding_threshold(pos, np.concatenate(list(kinds.values())), method="fpr")
+    per_kind = calibrate_sounding_threshold(pos, kinds, method="fpr")
+    assert np.mean(kinds["noise"] >= pooled["threshold"]) > 0.08  # the pooled rule lets noise through
+    worst = max(np.mean(scores >= per_kind["threshold"]) for scores in kinds.values())
+    assert worst <= 0.05 and per_kind["fpr"] == worst
+    assert per_kind["fpr_by_kind"]["noise"] == worst and per_kind["fpr_by_kind"]["offscreen"] == 0.0
+    # the lowest such threshold: one observed score lower and noise would pass more than 5 %
+    below = np.sort(np.concatenate([pos, *kinds.values()]))
+    below = below[below < per_kind["threshold"]].max()
+    assert np.mean(kinds["noise"] >= below) > 0.05
+    assert per_kind["tpr"] < pooled["tpr"]  # the price, in recall
+    # kinds with no scores are ignored; a single kind behaves like the pooled rule
+    same = calibrate_sounding_threshold(pos, {"noise": kinds["noise"], "silence": []}, method="fpr")
+    assert same["threshold"] == calibrate_sounding_threshold(pos, kinds["noise"], method="fpr")["threshold"]
+
+
 def test_report_writer_turns_nan_into_null(tmp_path):
     path = metrics.write_report(tmp_path / "r.json", {"ap50": float("nan"), "n": np.int64(0)})
     assert path.read_text().replace(" ", "").replace("\n", "") == '{"ap50":null,"n":0}'

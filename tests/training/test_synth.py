@@ -105,6 +105,28 @@ def test_negatives_exist_and_offscreen_class_is_absent(synth_dir):
         assert offscreen[i] not in {o["class"] for o in samples[i]["objects"]}
 
 
+def test_noise_negatives_span_colours_and_levels_up_to_full_scale():
+    """A threshold calibrated on quiet hiss alone says nothing about loud hiss: the noise negatives must cover
+    the range, each at the level and colour its annotation records."""
+    from training.synth import NOISE_DBFS, plain_noise
+
+    rng = np.random.default_rng(0)
+    drawn = [plain_noise(rng, 16000) for _ in range(60)]
+    levels = [params["level_dbfs"] for _, params in drawn]
+    assert {params["colour"] for _, params in drawn} == {"white", "uniform", "pink"}
+    assert min(levels) < NOISE_DBFS[0] + 6 and max(levels) > NOISE_DBFS[1] - 6  # clipping takes < 1 dB
+    for noise, params in drawn:
+        rms_dbfs = 20 * np.log10(np.sqrt(np.mean(noise**2)))
+        assert abs(rms_dbfs - params["level_dbfs"]) < 0.01
+        assert np.abs(noise).max() <= 1
+        spectrum = np.abs(np.fft.rfft(noise)) ** 2
+        low, high = spectrum[10:800].mean(), spectrum[4000:8000].mean()
+        if params["colour"] == "pink":
+            assert low > 5 * high  # power falls with frequency
+        else:
+            assert 0.7 < low / high < 1.4  # flat
+
+
 def test_mp4_clip_decodes_with_both_streams(synth_dir):
     av = pytest.importorskip("av")
     clips = sorted((synth_dir / "clips").glob("*.mp4"))
