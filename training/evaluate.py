@@ -41,13 +41,21 @@ class Predictor:
     An ONNX model runs on ONNX Runtime (`providers`); a checkpoint runs in torch, fp32, on `device` ("cpu",
     "cuda", or None: CUDA when torch sees it)."""
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None, device: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        providers: list[str] | None = None,
+        device: str | None = None,
+        threads: int = 0,
+    ):
+        """`threads` > 0 caps the CPU threads (ORT intra-op threads, or torch's): several evaluations at once
+        on one machine otherwise each take every core and slow each other down many times over."""
         path = Path(path)
         self.path = path
         if path.suffix == ".onnx":
             from service.runtime import ModelRuntime
 
-            self.runtime = ModelRuntime(path, providers=providers)
+            self.runtime = ModelRuntime(path, providers=providers, intra_op_threads=threads)
             meta = self.runtime.metadata
             self.spec = InputSpec(meta.sample_rate, meta.n_samples, meta.image_size)
             self.name = self.runtime.model_id
@@ -61,6 +69,8 @@ class Predictor:
             from training.distributed import resolve_device
 
             self.device = torch.device(resolve_device(device))
+            if threads:
+                torch.set_num_threads(threads)
             model, ckpt = load_model(path)
             self.localizer = FNACLocalizer(model).to(self.device).eval()
             config = model.config
@@ -128,6 +138,7 @@ def evaluate(
     negatives: bool = True,
     providers: list[str] | None = None,
     device: str | None = None,
+    threads: int = 0,
     progress: bool = True,
     split: str = "test",
     silence_dbfs: float | None = None,
@@ -146,7 +157,7 @@ def evaluate(
     silence_dbfs = postprocess.SILENCE_DBFS if silence_dbfs is None else silence_dbfs
 
     root = Path(data)
-    predictor = Predictor(model_path, providers, device)
+    predictor = Predictor(model_path, providers, device, threads)
     layout, gt_maps = ground_truth(root, split=split)
     media = find_media(root, gt_maps)
     ids = sorted(media)[:limit] if limit else sorted(media)
@@ -362,6 +373,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="where a .pt checkpoint runs (default auto: cuda when torch sees it); an .onnx model follows "
         "--providers",
     )
+    p.add_argument(
+        "--threads",
+        type=_non_negative_int,
+        default=0,
+        help="CPU threads for the model (default 0: all cores); give each of several evaluations running at "
+        "once its share, or they slow each other down many times over",
+    )
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -375,6 +400,7 @@ def run(args: argparse.Namespace) -> int:
         negatives=not args.no_negatives,
         providers=providers,
         device=None if args.device == "auto" else args.device,
+        threads=args.threads,
         split=args.split,
         calibration=args.calibration,
         target_fpr=args.target_fpr,

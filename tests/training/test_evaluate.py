@@ -71,6 +71,26 @@ def test_a_checkpoint_runs_on_the_device_asked_for(tiny_checkpoint, synth_dir):
             evaluate(tiny_checkpoint, synth_dir, progress=False, negatives=False, device="cuda")
 
 
+def test_threads_cap_the_model_threads_and_keep_the_numbers(tiny_checkpoint, tiny_onnx_model, synth_dir):
+    import torch
+
+    from training.evaluate import Predictor
+
+    onnx_predictor = Predictor(tiny_onnx_model, threads=1)
+    assert onnx_predictor.runtime.session.get_session_options().intra_op_num_threads == 1
+    before = torch.get_num_threads()
+    try:
+        capped, _, _ = evaluate(tiny_checkpoint, synth_dir, progress=False, negatives=False, threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    default, _, _ = evaluate(tiny_checkpoint, synth_dir, progress=False, negatives=False)
+    assert capped["mean_ciou"] == pytest.approx(default["mean_ciou"], abs=1e-5)
+    with pytest.raises(SystemExit) as exit_info:  # argparse: a usage error, not a traceback
+        main(["eval", "--model", str(tiny_onnx_model), "--data", str(synth_dir), "--threads", "-1"])
+    assert exit_info.value.code == 2
+
+
 def test_eval_uses_intersection_and_reports_it(tmp_path, synth_dir, tiny_onnx_model):
     import shutil
 
