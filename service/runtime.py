@@ -56,6 +56,7 @@ class ModelMetadata:
     heatmap_size: int | None = None
     ogl_alpha: float | None = None
     spectrogram: dict = field(default_factory=dict)
+    sounding_calibration: dict | None = None  # how the threshold was calibrated (fnac eval --write-threshold)
     raw: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -90,10 +91,25 @@ class ModelMetadata:
                 heatmap_size=optional("heatmap_size", int),
                 ogl_alpha=optional("ogl_alpha", float),
                 spectrogram=json.loads(props["spectrogram"]) if props.get("spectrogram") else {},
+                sounding_calibration=_json_object(props.get("sounding_calibration", ""), source),
                 raw=dict(props),
             )
         except (ValueError, TypeError) as exc:
             raise ModelError(f"{source}: malformed metadata_props: {exc}") from None
+
+
+def _json_object(text: str, source: str) -> dict | None:
+    """An informational JSON field: absent or unreadable is None (logged), never a reason not to serve."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        log.warning("%s: metadata sounding_calibration is not a JSON object; ignored", source)
+        return None
+    return value
 
 
 def gpu_visible() -> bool:

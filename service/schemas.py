@@ -73,6 +73,11 @@ class ModelInfo(BaseModel):
     tau: float
     sounding_threshold: float
     sounding_threshold_source: str = Field(description="metadata | settings | fallback")
+    sounding_calibration: dict | None = Field(
+        None,
+        description="how the metadata threshold was calibrated: rule, target and measured rates per negative "
+        "kind, split and dataset (fnac eval --write-threshold); null when the model does not say",
+    )
     precision: str
     training_data: str
     fnac_version: str

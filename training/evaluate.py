@@ -8,6 +8,7 @@ silence, noise and off-screen sounds (AUROC), with an optional calibrated `sound
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import time
@@ -305,15 +306,20 @@ def _band_limits(band: dict) -> tuple[float, float]:
     return (-math.inf if lo is None else lo), (math.inf if hi is None else hi)
 
 
-def write_threshold(model_path: Path, threshold: float) -> None:
-    """Store a calibrated sounding threshold in the model's own metadata (ONNX metadata_props or checkpoint)."""
+def write_threshold(model_path: Path, threshold: float, calibration: dict | None = None) -> None:
+    """Store a calibrated sounding threshold in the model's own metadata (ONNX metadata_props or checkpoint),
+    and with it, as the JSON string `sounding_calibration`, how it was calibrated (`calibration_record`), so
+    whoever serves the model can tell what the threshold promises."""
+    entries: dict[str, str | float] = {"sounding_threshold": float(threshold)}
+    if calibration is not None:
+        entries["sounding_calibration"] = json.dumps(calibration, sort_keys=True)
     if model_path.suffix == ".onnx":
         import onnx
 
         from model.export import set_metadata, write_onnx
 
         proto = onnx.load(str(model_path))
-        set_metadata(proto, {"sounding_threshold": repr(float(threshold))})
+        set_metadata(proto, {k: repr(v) if isinstance(v, float) else v for k, v in entries.items()})
         write_onnx(proto, model_path)
     else:
         import torch
@@ -321,8 +327,30 @@ def write_threshold(model_path: Path, threshold: float) -> None:
         from model.checkpoint import atomic_save
 
         ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
-        ckpt.setdefault("metadata", {})["sounding_threshold"] = float(threshold)
+        ckpt.setdefault("metadata", {}).update(entries)
         atomic_save(ckpt, model_path)
+
+
+def calibration_record(report: dict) -> dict:
+    """What `sounding_calibration` keeps of a report: the rule, the rates it gave on which split, and the
+    dataset's folder name (not its path, which means nothing on the machine that serves the model)."""
+    calibration = report["sounding_calibration"]
+    kept = (
+        "method",
+        "target_fpr",
+        "tpr",
+        "fpr",
+        "fpr_by_kind",
+        "n_pos",
+        "n_neg",
+        "negatives",
+        "silence_dbfs",
+    )
+    return {
+        **{k: calibration[k] for k in kept if k in calibration},
+        "split": report["split"],
+        "data": Path(report["data"]).name,
+    }
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -439,7 +467,7 @@ def run(args: argparse.Namespace) -> int:
             raise DatasetError(
                 "--write-threshold needs negatives/{silence,noise,offscreen}/<id>.wav in the dataset"
             )
-        write_threshold(Path(args.model), calibration["threshold"])
+        write_threshold(Path(args.model), calibration["threshold"], calibration_record(report))
         print(f"wrote sounding_threshold {calibration['threshold']:.4f} into {args.model}")
     print(f"report: {report_path}  curve: {plot}")
     return 0

@@ -46,6 +46,11 @@ def test_eval_onnx_report_plot_and_threshold(tmp_path, synth_dir, tiny_model):
     # The calibrated threshold landed in the model's own metadata.
     threshold = float(read_metadata(model_path)["sounding_threshold"])
     assert threshold == pytest.approx(report["sounding_calibration"]["threshold"])
+    # ... with the record of how it was calibrated, for /v1/model
+    record = json.loads(read_metadata(model_path)["sounding_calibration"])
+    assert record["split"] == "test" and record["data"] == synth_dir.name and record["method"] == "fpr"
+    assert record["tpr"] == report["sounding_calibration"]["tpr"]
+    assert record["fpr_by_kind"] == report["sounding_calibration"]["fpr_by_kind"]
     onnx.checker.check_model(onnx.load(model_path))
     # The per-sample cIoUs reproduce the summary with an independent computation.
     cious = np.array([s["ciou"] for s in report["per_sample"]])
@@ -144,6 +149,23 @@ def test_calibrate_on_val_then_report_sounding_rates_on_test(tmp_path, synth_dir
         rates["noise"]
     )
     json.dumps(report, allow_nan=False)  # open band ends are null, not Infinity
+
+
+def test_a_checkpoints_calibration_travels_into_its_export(tmp_path, synth_dir, tiny_checkpoint):
+    import shutil
+
+    from model.export import read_metadata
+
+    checkpoint = tmp_path / "run.pt"
+    shutil.copy(tiny_checkpoint, checkpoint)
+    args = ["eval", "--model", str(checkpoint), "--data", str(synth_dir), "--split", "val"]
+    assert main([*args, "--report", str(tmp_path / "val.json"), "--write-threshold"]) == 0
+    calibration = json.loads((tmp_path / "val.json").read_text())["sounding_calibration"]
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "m.onnx")]) == 0
+    metadata = read_metadata(tmp_path / "m.onnx")
+    assert float(metadata["sounding_threshold"]) == pytest.approx(calibration["threshold"])
+    record = json.loads(metadata["sounding_calibration"])
+    assert record["split"] == "val" and record["tpr"] == calibration["tpr"]
 
 
 def test_val_split_needs_validation_annotations(tmp_path, synth_dir, tiny_onnx_model):

@@ -26,6 +26,28 @@ async def test_model_metadata(live):
     assert body["sounding_threshold_source"] == "metadata"
     assert body["metadata"]["fnac_format_version"] == "1"
     assert body["providers"] == ["CPUExecutionProvider"]
+    assert body["sounding_calibration"] is None  # the toy model does not say how its threshold was set
+
+
+async def test_the_calibration_record_is_shown(tmp_path):
+    import json
+
+    import onnx
+
+    record = {"method": "fpr", "target_fpr": 0.05, "tpr": 0.8, "fpr_by_kind": {"noise": 0.05}, "split": "val"}
+    for text, shown in [(json.dumps(record), record), ("not json", None), ("[1, 2]", None)]:
+        path = build_toy_model(tmp_path / "m.onnx")
+        proto = onnx.load(str(path))
+        onnx.helper.set_model_props(
+            proto, {**{p.key: p.value for p in proto.metadata_props}, "sounding_calibration": text}
+        )
+        onnx.save(proto, str(path))
+        async with serve_app(
+            path
+        ) as app:  # an unreadable record is ignored, not a reason to refuse the model
+            body = (await app.client.get("/v1/model")).json()
+            assert body["sounding_calibration"] == shown
+            assert body["metadata"]["sounding_calibration"] == text
 
 
 async def test_uncalibrated_model_uses_the_documented_fallback(tmp_path):
