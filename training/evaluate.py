@@ -226,20 +226,17 @@ def evaluate(
         "centre_prior": prior.summary(),
         "seconds": round(time.perf_counter() - start, 2),
     }
-    negatives_report = {}
-    for kind in neg_dirs:
-        if scores.get(kind):
-            negatives_report[kind] = {
-                "auroc": metrics.auroc(scores["positive"], scores[kind]),
-                "n": len(scores[kind]),
-                "mean_score": float(np.mean(scores[kind])),
-            }
-    if "noise" in negatives_report:
-        negatives_report["noise"]["by_level"] = _by_level(
-            scores["positive"], scores["noise"], levels["noise"]
-        )
+    kinds = [kind for kind in neg_dirs if scores.get(kind)]  # negative kinds that were scored
+    negatives_report = {
+        kind: {
+            "auroc": metrics.auroc(scores["positive"], scores[kind]),
+            "n": len(scores[kind]),
+            "mean_score": float(np.mean(scores[kind])),
+        }
+        for kind in kinds
+    }
     if negatives_report:
-        all_neg = [s for k in negatives_report for s in scores[k]]
+        all_neg = [s for kind in kinds for s in scores[kind]]
         negatives_report["all"] = {"auroc": metrics.auroc(scores["positive"], all_neg), "n": len(all_neg)}
         negatives_report["positive_mean_score"] = float(np.mean(scores["positive"]))
         report["negatives"] = negatives_report
@@ -247,57 +244,64 @@ def evaluate(
         # kind by kind (the target FPR holds for the worst kind, not for the pool).
         audible = {
             kind: [s for s, level in zip(scores[kind], levels[kind], strict=True) if level > silence_dbfs]
-            for kind in negatives_report if kind in scores
-        }  # fmt: skip
+            for kind in kinds
+        }
         audible = {kind: values for kind, values in audible.items() if values}
-        kept = audible or {kind: scores[kind] for kind in negatives_report if kind in scores}
         report["sounding_calibration"] = {
             **metrics.calibrate_sounding_threshold(
-                scores["positive"], kept, method=calibration, target_fpr=target_fpr
+                scores["positive"],
+                audible or {kind: scores[kind] for kind in kinds},
+                method=calibration,
+                target_fpr=target_fpr,
             ),
             "negatives": "above the silence gate" if audible else "all (none above the silence gate)",
             "silence_dbfs": silence_dbfs,
         }
+    sounding = None  # per kind, the service's answer for each sample at the model's threshold
     if negatives_report and predictor.sounding_threshold is not None:
         threshold = predictor.sounding_threshold
-
-        def sounding_fraction(kind: str) -> float:
-            pairs = zip(scores[kind], levels[kind], strict=True)
-            return float(
-                np.mean([postprocess.is_sounding(s, lv, threshold, silence_dbfs) for s, lv in pairs])
-            )
-
+        sounding = {
+            kind: [
+                postprocess.is_sounding(s, level, threshold, silence_dbfs)
+                for s, level in zip(scores[kind], levels[kind], strict=True)
+            ]
+            for kind in scores
+            if scores[kind]
+        }
         report["sounding_rate"] = {
             "threshold": threshold,
             "silence_dbfs": silence_dbfs,
-            **{kind: sounding_fraction(kind) for kind in scores if scores[kind]},
+            **{kind: float(np.mean(answers)) for kind, answers in sounding.items()},
         }
-        for band in report["negatives"].get("noise", {}).get("by_level", []):
-            lo, hi = _band_limits(band)
-            band["sounding_rate"] = float(
-                np.mean([
-                    postprocess.is_sounding(s, lv, threshold, silence_dbfs)
-                    for s, lv in zip(scores["noise"], levels["noise"], strict=True) if lo <= lv < hi
-                ])
-            )  # fmt: skip
+    if "noise" in negatives_report:
+        negatives_report["noise"]["by_level"] = _by_level(
+            scores["positive"], scores["noise"], levels["noise"], sounding["noise"] if sounding else None
+        )
     return report, av, prior
 
 
 NOISE_BANDS_DBFS = ((-math.inf, -30.0), (-30.0, -15.0), (-15.0, math.inf))
 
 
-def _by_level(positive: list[float], noise: list[float], levels: list[float]) -> list[dict]:
-    """Noise negatives split by RMS level: a model may reject quiet hiss and still take loud hiss for a sound."""
+def _by_level(
+    positive: list[float], noise: list[float], levels: list[float], sounding: list[bool] | None
+) -> list[dict]:
+    """Noise negatives split by RMS level: a model may reject quiet hiss and still take loud hiss for a sound.
+    With the service's answers (`sounding`, per noise sample), each band also gets its sounding rate."""
     bands = []
     for lo, hi in NOISE_BANDS_DBFS:
-        picked = [s for s, level in zip(noise, levels, strict=True) if lo <= level < hi]
-        if picked:
-            bands.append({
-                "dbfs": [None if math.isinf(lo) else lo, None if math.isinf(hi) else hi],  # None: open
-                "n": len(picked),
-                "auroc": metrics.auroc(positive, picked),
-                "mean_score": float(np.mean(picked)),
-            })  # fmt: skip
+        picked = [i for i, level in enumerate(levels) if lo <= level < hi]
+        if not picked:
+            continue
+        band = {
+            "dbfs": [None if math.isinf(lo) else lo, None if math.isinf(hi) else hi],  # None: open
+            "n": len(picked),
+            "auroc": metrics.auroc(positive, [noise[i] for i in picked]),
+            "mean_score": float(np.mean([noise[i] for i in picked])),
+        }
+        if sounding is not None:
+            band["sounding_rate"] = float(np.mean([sounding[i] for i in picked]))
+        bands.append(band)
     return bands
 
 

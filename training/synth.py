@@ -402,6 +402,25 @@ NOISE_COLOURS = ("white", "uniform", "pink")
 NOISE_DBFS = (-40.0, -5.0)  # RMS level range of the noise negatives: barely audible to full-scale hiss
 
 
+def unit_noise(rng: np.random.Generator, colour: str, shape: int | tuple[int, ...]) -> np.ndarray:
+    """Noise of one of NOISE_COLOURS at unit RMS along the last axis: white (Gaussian), uniform, or pink (white
+    noise's spectrum shaped by 1/sqrt(f), so power falls 3 dB per octave; no DC)."""
+    if colour == "uniform":
+        noise = rng.uniform(-1, 1, shape)
+    elif colour == "pink":
+        n_samples = shape if isinstance(shape, int) else shape[-1]
+        spectrum = np.fft.rfft(rng.normal(0, 1, shape), axis=-1)
+        spectrum[..., 1:] /= np.sqrt(np.arange(1, spectrum.shape[-1]))
+        spectrum[..., 0] = 0
+        noise = np.fft.irfft(spectrum, n_samples, axis=-1)
+    elif colour == "white":
+        noise = rng.normal(0, 1, shape)
+    else:
+        raise ValueError(f"unknown noise colour {colour!r}; expected one of {NOISE_COLOURS}")
+    rms = np.sqrt(np.mean(noise**2, axis=-1, keepdims=True))
+    return noise / np.maximum(rms, 1e-12)
+
+
 def plain_noise(rng: np.random.Generator, n_samples: int) -> tuple[np.ndarray, dict]:
     """A "plain noise" negative: white (Gaussian), uniform or pink (1/f power) noise at an RMS level drawn
     uniformly in dB from NOISE_DBFS, clipped to [-1, 1]; the parameters record the level after clipping.
@@ -411,20 +430,9 @@ def plain_noise(rng: np.random.Generator, n_samples: int) -> tuple[np.ndarray, d
     """
     colour = NOISE_COLOURS[int(rng.integers(len(NOISE_COLOURS)))]
     level_dbfs = rng.uniform(*NOISE_DBFS)
-    if colour == "uniform":
-        noise = rng.uniform(-1, 1, n_samples)
-    elif colour == "pink":  # shape white noise's spectrum by 1/sqrt(f): power falls 3 dB per octave
-        spectrum = np.fft.rfft(rng.normal(0, 1, n_samples))
-        spectrum[1:] /= np.sqrt(np.arange(1, spectrum.size))
-        spectrum[0] = 0
-        noise = np.fft.irfft(spectrum, n_samples)
-    else:
-        noise = rng.normal(0, 1, n_samples)
-    noise = np.clip(noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12) * 10 ** (level_dbfs / 20), -1, 1)
-    level_dbfs = 20 * np.log10(
-        np.sqrt(np.mean(noise**2))
-    )  # as played: clipping takes a little off the loudest
-    return noise, {"colour": colour, "level_dbfs": round(float(level_dbfs), 2)}
+    noise = np.clip(unit_noise(rng, colour, n_samples) * 10 ** (level_dbfs / 20), -1, 1)
+    played_dbfs = 20 * np.log10(np.sqrt(np.mean(noise**2)))  # clipping takes a little off the loudest
+    return noise, {"colour": colour, "level_dbfs": round(float(played_dbfs), 2)}
 
 
 def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:

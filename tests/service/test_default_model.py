@@ -56,24 +56,12 @@ def test_default_model_is_calibrated(scenes):
 NOISE_LEVELS_DBFS = (-40, -30, -20, -10, -5)
 
 
-def _noise(rng: np.random.Generator, colour: str, shape: tuple[int, int]) -> np.ndarray:
-    """Unit-RMS noise per row: white (Gaussian), uniform, or pink (power falling 3 dB per octave)."""
-    if colour == "uniform":
-        noise = rng.uniform(-1, 1, shape)
-    elif colour == "pink":
-        spectrum = np.fft.rfft(rng.standard_normal(shape), axis=1)
-        spectrum[:, 1:] /= np.sqrt(np.arange(1, spectrum.shape[1]))
-        spectrum[:, 0] = 0
-        noise = np.fft.irfft(spectrum, shape[1], axis=1)
-    else:
-        noise = rng.standard_normal(shape)
-    return noise / noise.std(axis=1, keepdims=True)
-
-
 def test_real_sounds_are_sounding_and_silence_and_noise_are_not(scenes):
     """Real sounds mostly sounding; silence never; plain noise rarely, over three colours and five levels from
     barely audible to full-scale hiss (each colour's rate is averaged over the levels; MODEL_CARD.md gives the
     worst level)."""
+    from training.synth import unit_noise
+
     runtime, images, audio = scenes
     rng = np.random.default_rng(0)
     real = _sounding(runtime, images, audio)
@@ -82,7 +70,7 @@ def test_real_sounds_are_sounding_and_silence_and_noise_are_not(scenes):
     assert not silence.any()
     rates = {}
     for colour in ("white", "uniform", "pink"):
-        unit = _noise(rng, colour, audio.shape)
+        unit = unit_noise(rng, colour, audio.shape)
         rates[colour] = np.mean([
             _sounding(runtime, images, np.clip(unit * 10 ** (db / 20), -1, 1).astype(np.float32)).mean()
             for db in NOISE_LEVELS_DBFS

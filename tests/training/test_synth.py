@@ -108,7 +108,7 @@ def test_negatives_exist_and_offscreen_class_is_absent(synth_dir):
 def test_noise_negatives_span_colours_and_levels_up_to_full_scale():
     """A threshold calibrated on quiet hiss alone says nothing about loud hiss: the noise negatives must cover
     the range, each at the level and colour its annotation records."""
-    from training.synth import NOISE_DBFS, plain_noise
+    from training.synth import NOISE_COLOURS, NOISE_DBFS, plain_noise, unit_noise
 
     rng = np.random.default_rng(0)
     drawn = [plain_noise(rng, 16000) for _ in range(60)]
@@ -125,6 +125,11 @@ def test_noise_negatives_span_colours_and_levels_up_to_full_scale():
             assert low > 5 * high  # power falls with frequency
         else:
             assert 0.7 < low / high < 1.4  # flat
+    for colour in NOISE_COLOURS:  # batches of rows, as the default-model test draws them: unit RMS per row
+        rows = unit_noise(rng, colour, (3, 4000))
+        assert rows.shape == (3, 4000) and np.allclose(np.sqrt(np.mean(rows**2, axis=1)), 1.0)
+    with pytest.raises(ValueError, match="brown"):
+        unit_noise(rng, "brown", 100)
 
 
 def test_mp4_clip_decodes_with_both_streams(synth_dir):

@@ -42,9 +42,8 @@ async def test_the_calibration_record_is_shown(tmp_path):
             proto, {**{p.key: p.value for p in proto.metadata_props}, "sounding_calibration": text}
         )
         onnx.save(proto, str(path))
-        async with serve_app(
-            path
-        ) as app:  # an unreadable record is ignored, not a reason to refuse the model
+        # an unreadable record is ignored, not a reason to refuse the model
+        async with serve_app(path) as app:
             body = (await app.client.get("/v1/model")).json()
             assert body["sounding_calibration"] == shown
             assert body["metadata"]["sounding_calibration"] == text
