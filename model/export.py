@@ -1,7 +1,8 @@
 """Export an FNAC network to the self-describing ONNX artifact of DESIGN.md, and verify it.
 
-The artifact takes raw inputs (uint8 image, float waveform) and returns (heatmap, score); preprocessing lives
-in the graph. Every export is checked against torch with ONNX Runtime before the file is written.
+The artifact takes raw inputs (uint8 image, float waveform) and returns (heatmap, score), plus `objectness`
+when it carries the OGL object branch (model/ogl.py); preprocessing lives in the graph. Every export is checked
+against torch with ONNX Runtime before the file is written.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from model.atomic import atomic_path
 from model.checkpoint import package_version, weights_sha256
 from model.config import FNACConfig
 from model.fnac import FNAC, FNACLocalizer
+from model.ogl import DEFAULT_ALPHA, ObjectnessBranch
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,10 @@ OPSET = 17
 FP32_TOLERANCE = 1e-4
 # Reduced precision is judged by agreement of the maps, not by a bit-level bound.
 REDUCED_MIN_CORRELATION = 0.99
-# Graph scopes kept in float at int8: input normalisation and the audio front end (a log of powers as small as
-# 1e-10). Nodes outside /fnac/ (the final similarity and max) stay in float too.
-FLOAT_SCOPES = ("/fnac/spectrogram/", "/fnac/normalize/")
+# Graph scopes kept in float at int8: input normalisation, the audio front end (a log of powers as small as
+# 1e-10) and the OGL object branch (kept exact; calibrating it on audio-visual data would be guesswork). Nodes
+# outside /fnac/ (the final similarity and max) stay in float too.
+FLOAT_SCOPES = ("/fnac/spectrogram/", "/fnac/normalize/", "/fnac/objectness/")
 
 
 class ExportError(RuntimeError):
@@ -52,6 +55,10 @@ class Parity:
     score_max_abs_diff: float = 0.0
     correlation: float = 1.0  # Pearson correlation of heatmaps, all samples pooled
     argmax_agreement: float = 1.0  # fraction of samples whose hottest cell is the same
+    # The same for the OGL objectness map; None when the model has no object branch.
+    objectness_max_abs_diff: float | None = None
+    objectness_relative_diff: float | None = None
+    objectness_correlation: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -103,22 +110,40 @@ def example_inputs(config: FNACConfig, batch: int, seed: int = 0) -> tuple[np.nd
     return np.stack(images), np.clip(audio, -1, 1).astype(np.float32)
 
 
-def compare(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray]) -> Parity:
-    ref_h, ref_s = reference
-    cand_h, cand_s = candidate
-    diff = float(np.abs(ref_h - cand_h).max())
-    span = float(ref_h.max() - ref_h.min()) or 1.0
-    corr = float(np.corrcoef(ref_h.ravel(), cand_h.ravel())[0, 1]) if ref_h.size > 1 else 1.0
+def _map_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float, float]:
+    """(max |difference|, that over the reference's range, Pearson correlation) of two stacks of maps."""
+    diff = float(np.abs(reference - candidate).max())
+    span = float(reference.max() - reference.min()) or 1.0
+    corr = float(np.corrcoef(reference.ravel(), candidate.ravel())[0, 1]) if reference.size > 1 else 1.0
+    return diff, diff / span, corr
+
+
+def compare(reference: tuple[np.ndarray, ...], candidate: tuple[np.ndarray, ...]) -> Parity:
+    """Parity of (heatmap, score[, objectness]) outputs: the candidate against the reference."""
+    ref_h, ref_s = reference[:2]
+    cand_h, cand_s = candidate[:2]
+    diff, relative, corr = _map_agreement(ref_h, cand_h)
     agree = float(
         np.mean(ref_h.reshape(len(ref_h), -1).argmax(1) == cand_h.reshape(len(cand_h), -1).argmax(1))
     )
-    return Parity(
+    parity = Parity(
         max_abs_diff=diff,
-        relative_diff=diff / span,
+        relative_diff=relative,
         score_max_abs_diff=float(np.abs(ref_s - cand_s).max()),
         correlation=corr,
         argmax_agreement=agree,
     )
+    if len(reference) > 2:
+        if len(candidate) < 3:
+            raise ExportError(
+                "the exported graph has no 'objectness' output although an OGL branch was given"
+            )
+        (
+            parity.objectness_max_abs_diff,
+            parity.objectness_relative_diff,
+            parity.objectness_correlation,
+        ) = _map_agreement(reference[2], candidate[2])
+    return parity
 
 
 def ort_session(model, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0):
@@ -133,16 +158,23 @@ def ort_session(model, providers: Sequence[str] = ("CPUExecutionProvider",), thr
     return ort.InferenceSession(source, sess_options=options, providers=list(providers))
 
 
-def run_torch(model: FNAC, images: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    localizer = FNACLocalizer(model).eval()
+def run_torch(
+    model: FNAC, images: np.ndarray, audio: np.ndarray, objectness: ObjectnessBranch | None = None
+) -> tuple[np.ndarray, ...]:
+    """(heatmap, score), plus objectness with an object branch, from the torch network."""
+    localizer = FNACLocalizer(model, objectness).eval()
     with torch.no_grad():
-        heatmap, score = localizer(torch.from_numpy(images), torch.from_numpy(audio))
-    return heatmap.numpy(), score.numpy()
+        outputs = localizer(torch.from_numpy(images), torch.from_numpy(audio))
+    return tuple(output.float().numpy() for output in outputs)
 
 
-def run_onnx(session, images: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    heatmap, score = session.run(["heatmap", "score"], {"image": images, "audio": audio})[:2]
-    return heatmap.astype(np.float32), score.astype(np.float32)
+def run_onnx(session, images: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(heatmap, score), plus objectness when the graph has that output, from an ONNX Runtime session."""
+    names = ["heatmap", "score"]
+    if "objectness" in {o.name for o in session.get_outputs()}:
+        names.append("objectness")
+    outputs = session.run(names, {"image": images, "audio": audio})
+    return tuple(output.astype(np.float32) for output in outputs)
 
 
 def write_onnx(proto, path: Path) -> None:
@@ -170,15 +202,16 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
-def export_fp32_proto(model: FNAC, metadata: dict[str, str]):
-    """Trace the network into an ONNX ModelProto (in memory) with a dynamic batch axis (fp32 inputs and
-    outputs whatever the precision of the trunks)."""
+def export_fp32_proto(model: FNAC, metadata: dict[str, str], objectness: ObjectnessBranch | None = None):
+    """Trace the network (and the object branch, if given) into an ONNX ModelProto (in memory) with a dynamic
+    batch axis (fp32 inputs and outputs whatever the precision of the trunks)."""
     import onnx
 
     config = model.config
-    localizer = FNACLocalizer(model).eval()
+    localizer = FNACLocalizer(model, objectness).eval()
     images, audio = example_inputs(config, batch=2)
-    dynamic = {"image": {0: "batch"}, "audio": {0: "batch"}, "heatmap": {0: "batch"}, "score": {0: "batch"}}
+    output_names = ["heatmap", "score"] + (["objectness"] if objectness is not None else [])
+    dynamic = {name: {0: "batch"} for name in ("image", "audio", *output_names)}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # The TorchScript exporter is the one that keeps module scopes in node names (used to keep the audio
         # front end out of quantization) and exports this static graph exactly; silence its deprecation note.
@@ -189,7 +222,7 @@ def export_fp32_proto(model: FNAC, metadata: dict[str, str]):
             (torch.from_numpy(images), torch.from_numpy(audio)),
             str(tmp_path),
             input_names=["image", "audio"],
-            output_names=["heatmap", "score"],
+            output_names=output_names,
             dynamic_axes=dynamic,
             opset_version=OPSET,
             dynamo=False,
@@ -197,7 +230,8 @@ def export_fp32_proto(model: FNAC, metadata: dict[str, str]):
         proto = onnx.load(str(tmp_path))
     drop_identities(proto)
     proto.doc_string = (
-        "FNAC sound-source localization: (image uint8 [B,S,S,3], audio float32 [B,N]) → (heatmap, score)"
+        "FNAC sound-source localization: (image uint8 [B,S,S,3], audio float32 [B,N]) → "
+        + ", ".join(output_names)
     )
     proto.producer_name = "fnac"
     set_metadata(proto, metadata)
@@ -223,19 +257,23 @@ def drop_identities(proto) -> None:
 
 
 def verify(
-    proto, model: FNAC, batch_sizes: Iterable[int] = (1, 5), providers=("CPUExecutionProvider",)
+    proto,
+    model: FNAC,
+    batch_sizes: Iterable[int] = (1, 5),
+    providers=("CPUExecutionProvider",),
+    objectness: ObjectnessBranch | None = None,
 ) -> Parity:
     """Run the graph with ONNX Runtime and torch on the same inputs; pooled parity over all batch sizes."""
     session = ort_session(proto, providers)
     refs, cands, sizes = [], [], []
     for i, batch in enumerate(batch_sizes):
         images, audio = example_inputs(model.config, batch, seed=100 + i)
-        refs.append(run_torch(model, images, audio))
+        refs.append(run_torch(model, images, audio, objectness))
         cands.append(run_onnx(session, images, audio))
         sizes.append(batch)
     parity = compare(
-        (np.concatenate([r[0] for r in refs]), np.concatenate([r[1] for r in refs])),
-        (np.concatenate([c[0] for c in cands]), np.concatenate([c[1] for c in cands])),
+        tuple(np.concatenate(outputs) for outputs in zip(*refs, strict=True)),
+        tuple(np.concatenate(outputs) for outputs in zip(*cands, strict=True)),
     )
     parity.batch_sizes = sizes
     return parity
@@ -250,6 +288,11 @@ def half_precision_copy(model: FNAC) -> FNAC:
     return half
 
 
+def _half_objectness(objectness: ObjectnessBranch | None) -> ObjectnessBranch | None:
+    """The object branch's trunk in fp16 (its channel mean of |layer4| comes back in fp32)."""
+    return None if objectness is None else copy.deepcopy(objectness).half()
+
+
 def export_onnx(
     model: FNAC,
     path: str | os.PathLike,
@@ -258,29 +301,46 @@ def export_onnx(
     precision: str = "fp32",
     calibration: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
     verify_providers: Sequence[str] = ("CPUExecutionProvider",),
+    objectness: ObjectnessBranch | None = None,
+    ogl_alpha: float = DEFAULT_ALPHA,
 ) -> Parity:
     """Export, verify against torch and write `path` atomically; returns the measured parity.
 
     precision: "fp32" (must match torch within 1e-4 of the heatmap range), "fp16" (GPU providers) or "int8"
     (static per-channel QDQ calibrated on `calibration` batches; for the CPU provider). Reduced precisions must
     keep heatmap correlation ≥ 0.99 with fp32. Raises ExportError and writes nothing when a check fails.
+
+    objectness: the OGL object branch (model/ogl.py); the graph then also outputs `objectness`, held to the
+    same bounds as the heatmap (at int8 the branch stays in float), and the metadata records `ogl_alpha` (the
+    weight of the audio-visual map in the fusion) and `ogl_weights_sha256`.
     """
     model = model.eval()
     path = Path(path)
     meta = model_metadata(model.config, metadata)
     meta.setdefault("weights_sha256", weights_sha256(model.state_dict()))
-    proto = export_fp32_proto(model, meta)
-    parity = verify(proto, model)
+    if objectness is not None:
+        if not 0.0 <= ogl_alpha <= 1.0:
+            raise ExportError(f"ogl_alpha must be between 0 and 1, not {ogl_alpha:g}")
+        objectness = objectness.eval()
+        meta["ogl_alpha"] = repr(float(ogl_alpha))
+        meta["ogl_weights_sha256"] = weights_sha256(objectness.trunk.state_dict())
+    proto = export_fp32_proto(model, meta, objectness=objectness)
+    parity = verify(proto, model, objectness=objectness)
     if parity.relative_diff > FP32_TOLERANCE:
         raise ExportError(
             f"ONNX Runtime output differs from torch by {parity.max_abs_diff:.3g} "
             f"({parity.relative_diff:.2e} of the heatmap range > {FP32_TOLERANCE:g}); refusing to write {path}"
         )
+    if objectness is not None and parity.objectness_relative_diff > FP32_TOLERANCE:
+        raise ExportError(
+            f"ONNX Runtime objectness differs from torch by {parity.objectness_max_abs_diff:.3g} "
+            f"({parity.objectness_relative_diff:.2e} of its range > {FP32_TOLERANCE:g}); refusing to write {path}"
+        )
     if precision == "fp32":
         write_onnx(proto, path)
         return parity
     if precision == "fp16":
-        reduced = export_fp32_proto(half_precision_copy(model), meta)
+        reduced = export_fp32_proto(half_precision_copy(model), meta, objectness=_half_objectness(objectness))
     elif precision == "int8":
         if not calibration:
             raise ExportError("int8 export needs calibration samples (e.g. --calib-data DIR)")
@@ -289,7 +349,7 @@ def export_onnx(
         raise ExportError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
     set_metadata(reduced, {**meta, "precision": precision})
     try:
-        reduced_parity = verify(reduced, model, providers=verify_providers)
+        reduced_parity = verify(reduced, model, providers=verify_providers, objectness=objectness)
     except Exception as exc:  # e.g. no fp16 kernels on this provider
         raise ExportError(
             f"cannot run the {precision} graph on {list(verify_providers)} to verify it: {exc}"
@@ -297,6 +357,11 @@ def export_onnx(
     if reduced_parity.correlation < REDUCED_MIN_CORRELATION:
         raise ExportError(
             f"{precision} heatmaps correlate {reduced_parity.correlation:.4f} with torch "
+            f"(< {REDUCED_MIN_CORRELATION}); refusing to write {path}"
+        )
+    if objectness is not None and reduced_parity.objectness_correlation < REDUCED_MIN_CORRELATION:
+        raise ExportError(
+            f"{precision} objectness maps correlate {reduced_parity.objectness_correlation:.4f} with torch "
             f"(< {REDUCED_MIN_CORRELATION}); refusing to write {path}"
         )
     write_onnx(reduced, path)

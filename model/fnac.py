@@ -85,8 +85,11 @@ class FNAC(nn.Module):
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 [B, S, S, 3] → L2-normalised visual map [B, D, h, w]."""
-        x = self.normalize(image).to(self.img_proj.weight.dtype)  # trunks may run in half precision
-        v = self.imgnet(x)  # [B, 8w, h, w]
+        return self.encode_normalized(self.normalize(image))
+
+    def encode_normalized(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet-normalised float [B, 3, S, S] → L2-normalised visual map [B, D, h, w]."""
+        v = self.imgnet(x.to(self.img_proj.weight.dtype))  # [B, 8w, h, w]; trunks may run in half precision
         v = self.img_proj(self.img_dropout(v))  # [B, D, h, w]
         return F.normalize(v.float(), dim=1)
 
@@ -97,13 +100,23 @@ class FNAC(nn.Module):
         return F.normalize(a.float(), dim=1)
 
     def forward(
-        self, image: torch.Tensor, audio: torch.Tensor, spec_augment: nn.Module | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (v [B, D, h, w], a [B, D]). `spec_augment` (training only) edits the spectrogram."""
+        self,
+        image: torch.Tensor,
+        audio: torch.Tensor,
+        spec_augment: nn.Module | None = None,
+        objectness: nn.Module | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Returns (v [B, D, h, w], a [B, D]). `spec_augment` (training only) edits the spectrogram.
+
+        `objectness` (OGL, model/ogl.py; not a part of this network) is run on the same normalised image and
+        its map appended: (v, a, objectness [B, h, w]).
+        """
         spec = self.spectrogram(audio)  # [B, 1, F, T]
         if spec_augment is not None:
             spec = spec_augment(spec)
-        return self.encode_image(image), self.encode_spectrogram(spec)
+        x = self.normalize(image)  # [B, 3, S, S]
+        v, a = self.encode_normalized(x), self.encode_spectrogram(spec)
+        return (v, a) if objectness is None else (v, a, objectness(x))
 
 
 def similarity(v: torch.Tensor, a: torch.Tensor, tau: float) -> torch.Tensor:
@@ -117,17 +130,20 @@ def localization_map(v: torch.Tensor, a: torch.Tensor, tau: float) -> torch.Tens
 
 
 class FNACLocalizer(nn.Module):
-    """What gets exported: raw image + waveform → (heatmap [B, h, w], score [B])."""
+    """What gets exported: raw image + waveform → (heatmap [B, h, w], score [B]), plus objectness [B, h, w]
+    when an object branch (OGL, model/ogl.py) is given; it sees the same normalised image as the visual
+    encoder."""
 
-    def __init__(self, fnac: FNAC):
+    def __init__(self, fnac: FNAC, objectness: nn.Module | None = None):
         super().__init__()
         self.fnac = fnac
+        self.objectness = objectness
 
-    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        v, a = self.fnac(image, audio)
+    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        v, a, *objectness = self.fnac(image, audio, objectness=self.objectness)
         heatmap = localization_map(v, a, self.fnac.tau)  # [B, h, w]
         score = heatmap.flatten(1).amax(dim=1) * self.fnac.tau  # [B], raw cosine
-        return heatmap, score
+        return (heatmap, score, *objectness)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -212,11 +212,32 @@ class ModelRuntime:
             raise ModelError(
                 f"{self.path}: outputs must include 'heatmap' and 'score', found {sorted(outputs)}"
             )
+        # OGL: the objectness output and the fusion weight come together or not at all.
+        self.has_objectness = "objectness" in outputs
+        alpha = self.metadata.ogl_alpha
+        if self.has_objectness != (alpha is not None):
+            raise ModelError(
+                f"{self.path}: an 'objectness' output and metadata ogl_alpha go together (docs/CONTRACT.md); "
+                f"this model has {'the output' if self.has_objectness else 'ogl_alpha'} only"
+            )
+        if alpha is not None and not 0.0 <= alpha <= 1.0:
+            raise ModelError(f"{self.path}: metadata ogl_alpha must be between 0 and 1, not {alpha:g}")
 
     def run(self, images: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """images uint8 [B, S, S, 3], audio float32 [B, N] -> heatmap float32 [B, h, w], score float32 [B]."""
         heatmap, score = self.session.run(["heatmap", "score"], {"image": images, "audio": audio})
         return heatmap, score
+
+    def run_with_objectness(
+        self, images: np.ndarray, audio: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like `run`, plus the OGL objectness map float32 [B, h, w] (models exported with an object branch)."""
+        if not self.has_objectness:
+            raise ModelError(f"{self.path}: this model has no OGL object branch (no 'objectness' output)")
+        heatmap, score, objectness = self.session.run(
+            ["heatmap", "score", "objectness"], {"image": images, "audio": audio}
+        )
+        return heatmap, score, objectness
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> None:
         """Run zeros through the graph once per batch size so the first request pays no set-up cost."""

@@ -41,3 +41,41 @@ def tiny_onnx_model(tiny_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     export_onnx(tiny_model, path, {"model_name": "tiny-test", "sounding_threshold": 0.5})
     return path
+
+
+@pytest.fixture(scope="session")
+def resnet18_weights(tmp_path_factory):
+    """A randomly initialised torchvision ResNet-18 saved as a state dict, standing in for the ImageNet file
+    (`torchvision.models.resnet18(weights="IMAGENET1K_V1").state_dict()`); BatchNorm statistics are random too,
+    so a wrong layer order or a forgotten eval() would show."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(17)
+    resnet = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():
+        for module in resnet.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.1)
+    path = tmp_path_factory.mktemp("ogl") / "resnet18.pth"
+    torch.save(resnet.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_ogl_onnx_model(tiny_model, resnet18_weights, tmp_path_factory):
+    """The tiny model exported with the OGL object branch (α = 0.4), as `fnac export --ogl-weights` does."""
+    from model.export import export_onnx
+    from model.ogl import load_objectness_weights
+
+    path = tmp_path_factory.mktemp("onnx") / "tiny-ogl.onnx"
+    export_onnx(
+        tiny_model,
+        path,
+        {"model_name": "tiny-ogl", "sounding_threshold": 0.5},
+        objectness=load_objectness_weights(resnet18_weights),
+        ogl_alpha=0.4,
+    )
+    return path

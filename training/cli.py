@@ -48,7 +48,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     from model.checkpoint import load_model
     from model.export import export_onnx
 
+    if args.ogl_alpha is not None and not args.ogl_weights:
+        raise CLIError("--ogl-alpha needs --ogl-weights RESNET18.pth (the object branch it weighs against)")
+    alpha = 0.4 if args.ogl_alpha is None else args.ogl_alpha
+    if not 0.0 <= alpha <= 1.0:
+        raise CLIError(f"--ogl-alpha must be between 0 and 1, not {alpha:g}")
     model, ckpt = load_model(args.checkpoint)
+    objectness = None
+    if args.ogl_weights:
+        from model.ogl import load_objectness_weights
+
+        objectness = load_objectness_weights(args.ogl_weights)
     precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
     calibration = None
     if precision == "int8":
@@ -72,14 +82,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         meta,
         precision=precision,
         calibration=calibration,
+        objectness=objectness,
+        ogl_alpha=alpha,
         **({"verify_providers": providers} if providers else {}),
     )
     reference = "torch fp32"
+    ogl = (
+        f"; OGL (alpha {alpha:g}): max |Δobjectness| {parity.objectness_max_abs_diff:.3g} "
+        f"({parity.objectness_relative_diff:.2e} of range), correlation {parity.objectness_correlation:.6f}"
+        if objectness is not None
+        else ""
+    )
     print(
         f"wrote {args.output} ({precision}); vs {reference} on batches {parity.batch_sizes}: "
         f"max |Δheatmap| {parity.max_abs_diff:.3g} ({parity.relative_diff:.2e} of range), "
         f"max |Δscore| {parity.score_max_abs_diff:.3g}, correlation {parity.correlation:.6f}, "
-        f"same hottest cell {parity.argmax_agreement:.0%}"
+        f"same hottest cell {parity.argmax_agreement:.0%}{ogl}"
     )
     return 0
 
@@ -169,7 +187,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         "export a checkpoint to the deployable ONNX model (verified against torch)",
         cmd_export,
         "Writes a self-describing ONNX model: inputs image uint8 [B,S,S,3] and audio float32 [B,N], outputs\n"
-        "heatmap [B,h,w] and score [B], metadata with sample rate, clip length, image size, τ and more.\n"
+        "heatmap [B,h,w] and score [B] (and objectness [B,h,w] with --ogl-weights), metadata with sample\n"
+        "rate, clip length, image size, τ and more.\n"
         "ONNX Runtime is run on the result and nothing is written if it differs from torch by more than\n"
         "1e-4 of the heatmap range (fp32) or correlates below 0.99 (fp16/int8).",
     )
@@ -186,6 +205,18 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--calib-samples", type=int, default=64, help="calibration samples (default 64)")
     p.add_argument("--sounding-threshold", type=float, help="raw score above which audio is 'sounding'")
     p.add_argument("--name", help="model name recorded in the metadata (default: checkpoint file name)")
+    p.add_argument(
+        "--ogl-weights",
+        metavar="RESNET18.pth",
+        help="add object-guided localization (OGL): a torchvision ResNet-18 ImageNet state dict whose "
+        "objectness map (mean |layer4|) becomes the `objectness` output, fused with the audio-visual map "
+        "downstream as in the official test.py (see README)",
+    )
+    p.add_argument(
+        "--ogl-alpha",
+        type=float,
+        help="weight of the audio-visual map in the OGL fusion, 0..1 (default 0.4, the official value)",
+    )
 
     p = verb(
         "serve",

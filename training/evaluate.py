@@ -1,8 +1,12 @@
 """`fnac eval`: the official localization protocol on a dataset directory, for a checkpoint or an ONNX model.
 
-Reports AP50 (the papers' "cIoU"), mean cIoU and AUC for the audio-visual map, a centre-prior baseline line,
-and — when the dataset carries negative-audio variants — how well the raw `score` separates real sounds from
-silence, noise and off-screen sounds (AUROC), with an optional calibrated `sounding` threshold.
+Reports AP50 (the papers' "cIoU"), mean cIoU and AUC for the map the model serves, a centre-prior baseline
+line, and — when the dataset carries negative-audio variants — how well the raw `score` separates real sounds
+from silence, noise and off-screen sounds (AUROC), with an optional calibrated `sounding` threshold.
+
+A model with object-guided localization (OGL) serves the fused map; the report then also gives the three rows
+of the official test.py under `maps`: `av` (the audio-visual map alone), `obj` (the objectness map alone) and
+`av_obj` (the fusion, equal to the top level).
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ class Predictor:
     """(images uint8 [B,S,S,3], audio float32 [B,N]) → (heatmap [B,h,w], score [B]) for a .pt or .onnx model.
 
     An ONNX model runs on ONNX Runtime (`providers`); a checkpoint runs in torch, fp32, on `device` ("cpu",
-    "cuda", or None: CUDA when torch sees it)."""
+    "cuda", or None: CUDA when torch sees it). `ogl_alpha` is the OGL fusion weight of a model with an object
+    branch (an ONNX model exported with one, or a checkpoint given `ogl_weights`), else None."""
 
     def __init__(
         self,
@@ -48,6 +53,8 @@ class Predictor:
         providers: list[str] | None = None,
         device: str | None = None,
         threads: int = 0,
+        ogl_weights: str | Path | None = None,
+        ogl_alpha: float | None = None,
     ):
         """`threads` > 0 caps the CPU threads (ORT intra-op threads, or torch's): several evaluations at once
         on one machine otherwise each take every core and slow each other down many times over."""
@@ -56,12 +63,19 @@ class Predictor:
         if path.suffix == ".onnx":
             from service.runtime import ModelRuntime
 
+            if ogl_weights is not None or ogl_alpha is not None:
+                raise DatasetError(
+                    f"{path}: an ONNX model carries its own OGL branch and alpha (fnac export --ogl-weights); "
+                    "--ogl-weights / --ogl-alpha are for checkpoints"
+                )
             self.runtime = ModelRuntime(path, providers=providers, intra_op_threads=threads)
             meta = self.runtime.metadata
             self.spec = InputSpec(meta.sample_rate, meta.n_samples, meta.image_size)
             self.name = self.runtime.model_id
             self.sounding_threshold = meta.sounding_threshold
+            self.ogl_alpha = meta.ogl_alpha
             self._run = self.runtime.run
+            self._run_maps = self.runtime.run_with_objectness if self.runtime.has_objectness else None
         else:
             import torch
 
@@ -73,7 +87,18 @@ class Predictor:
             if threads:
                 torch.set_num_threads(threads)
             model, ckpt = load_model(path)
-            self.localizer = FNACLocalizer(model).to(self.device).eval()
+            if ogl_alpha is not None and ogl_weights is None:
+                raise DatasetError("--ogl-alpha needs --ogl-weights RESNET18.pth")
+            objectness = None
+            if ogl_weights is not None:
+                from model.ogl import DEFAULT_ALPHA, load_objectness_weights
+
+                objectness = load_objectness_weights(ogl_weights)
+                ogl_alpha = DEFAULT_ALPHA if ogl_alpha is None else ogl_alpha
+                if not 0.0 <= ogl_alpha <= 1.0:
+                    raise DatasetError(f"--ogl-alpha must be between 0 and 1, not {ogl_alpha:g}")
+            self.ogl_alpha = ogl_alpha
+            self.localizer = FNACLocalizer(model, objectness).to(self.device).eval()
             config = model.config
             self.spec = InputSpec(config.sample_rate, config.n_samples, config.image_size)
             self.name = (
@@ -82,17 +107,41 @@ class Predictor:
             threshold = ckpt["metadata"].get("sounding_threshold")
             self.sounding_threshold = float(threshold) if threshold is not None else None
 
-            def run(images, audio):
+            def run_maps(images, audio):
                 with torch.inference_mode():
-                    heatmap, score = self.localizer(
+                    outputs = self.localizer(
                         torch.from_numpy(images).to(self.device), torch.from_numpy(audio).to(self.device)
                     )
-                return heatmap.cpu().numpy(), score.cpu().numpy()
+                return tuple(output.cpu().numpy() for output in outputs)
 
-            self._run = run
+            self._run = lambda images, audio: run_maps(images, audio)[:2]
+            self._run_maps = run_maps if objectness is not None else None
 
     def __call__(self, images: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._run(images, audio)
+
+    def maps(self, images: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(heatmap, score, objectness [B,h,w] or None without an OGL branch)."""
+        if self._run_maps is None:
+            return (*self._run(images, audio), None)
+        return self._run_maps(images, audio)
+
+
+def official_maps(
+    heatmap: np.ndarray,
+    objectness: np.ndarray | None,
+    alpha: float | None,
+    interpolation: str,
+    size: int = metrics.EVAL_SIZE,
+) -> dict[str, np.ndarray]:
+    """The maps the official test.py scores, size×size in [0, 1]: `av` (upsampled by `interpolation`,
+    normalised) and, with an objectness map, `obj` (always bilinear with align_corners=True, normalised) and
+    `av_obj` = normalise(α·av + (1−α)·obj)."""
+    maps = {"av": metrics.prepare_heatmap(heatmap, size, interpolation)}
+    if objectness is not None:
+        maps["obj"] = metrics.prepare_heatmap(objectness, size, "bilinear")
+        maps["av_obj"] = metrics.ogl_fuse(maps["av"], maps["obj"], alpha)
+    return maps
 
 
 def ground_truth(
@@ -145,9 +194,15 @@ def evaluate(
     silence_dbfs: float | None = None,
     calibration: str = "fpr",
     target_fpr: float = 0.05,
-) -> tuple[dict, metrics.Evaluator, metrics.Evaluator]:
-    """Run the protocol; returns (report dict, evaluator of the audio-visual maps, evaluator of the centre prior).
+    ogl_weights: str | Path | None = None,
+    ogl_alpha: float | None = None,
+) -> tuple[dict, dict[str, metrics.Evaluator], metrics.Evaluator]:
+    """Run the protocol; returns (report dict, {map name: evaluator}, evaluator of the centre prior).
 
+    Map names: "av", and with OGL also "obj" and "av_obj"; the last is the served map, the report's top level.
+
+    The served map is the audio-visual map, or with OGL (an ONNX model exported with an object branch, or a
+    checkpoint with `ogl_weights`) the fused map; the report's `maps` then scores `av`, `obj` and `av_obj`.
     With negatives and a model that carries a `sounding_threshold`, the report also gives the fraction answered
     `sounding` for real sounds and each negative kind, by the service's rule (threshold and silence gate)."""
     from tqdm import tqdm
@@ -158,7 +213,7 @@ def evaluate(
     silence_dbfs = postprocess.SILENCE_DBFS if silence_dbfs is None else silence_dbfs
 
     root = Path(data)
-    predictor = Predictor(model_path, providers, device, threads)
+    predictor = Predictor(model_path, providers, device, threads, ogl_weights, ogl_alpha)
     layout, gt_maps = ground_truth(root, split=split)
     media = find_media(root, gt_maps)
     ids = sorted(media)[:limit] if limit else sorted(media)
@@ -168,7 +223,11 @@ def evaluate(
         )
     log.info("evaluating %d of %d annotated samples (%s layout)", len(ids), len(gt_maps), layout)
 
-    av = metrics.Evaluator(interpolation=interpolation)
+    # One evaluator per official row; each gets maps already at 224 px (Evaluator.add only re-normalises them,
+    # which leaves a [0, 1] map unchanged), so OBJ is upsampled bilinearly whatever --interpolation says.
+    map_names = ("av", "obj", "av_obj") if predictor.ogl_alpha is not None else ("av",)
+    scored = {name: metrics.Evaluator(interpolation=interpolation) for name in map_names}
+    served = scored[map_names[-1]]
     prior = metrics.Evaluator(interpolation=interpolation)
     centre = metrics.centre_prior(kind="gaussian")
     scores: dict[str, list[float]] = {"positive": []}
@@ -196,9 +255,13 @@ def evaluate(
         if not chunk:
             continue
         images_np, audio_np = np.stack(images), np.stack(audio)
-        heatmaps, batch_scores = predictor(images_np, audio_np)
-        for sample_id, heatmap in zip(chunk, heatmaps, strict=True):
-            av.add(heatmap, gt_maps[sample_id], sample_id)
+        heatmaps, batch_scores, objectness = predictor.maps(images_np, audio_np)
+        for i, sample_id in enumerate(chunk):
+            maps = official_maps(
+                heatmaps[i], None if objectness is None else objectness[i], predictor.ogl_alpha, interpolation
+            )
+            for name, evaluator in scored.items():
+                evaluator.add(maps[name], gt_maps[sample_id], sample_id)
             prior.add(centre, gt_maps[sample_id], sample_id)
         scores["positive"] += [float(s) for s in batch_scores]
         levels["positive"] += [postprocess.audio_level_dbfs(w) for w in audio_np]
@@ -214,18 +277,23 @@ def evaluate(
     bar.close()
 
     report = {
-        **av.summary(),
+        **served.summary(),
+        "served_map": map_names[-1],
         "model": predictor.name,
         "model_path": str(model_path),
         "data": str(root),
         "layout": layout,
         "split": split,
         "annotated": len(gt_maps),
-        "evaluated": len(av),
+        "evaluated": len(served),
         "failed": failures,
         "centre_prior": prior.summary(),
         "seconds": round(time.perf_counter() - start, 2),
     }
+    if predictor.ogl_alpha is not None:
+        report["ogl_alpha"] = predictor.ogl_alpha
+        report["maps"] = {name: evaluator.summary() for name, evaluator in scored.items()}
+        report["maps"]["obj"]["interpolation"] = "bilinear"  # align_corners=True, as the official test.py
     kinds = [kind for kind in neg_dirs if scores.get(kind)]  # negative kinds that were scored
     negatives_report = {
         kind: {
@@ -277,9 +345,10 @@ def evaluate(
         negatives_report["noise"]["by_level"] = _by_level(
             scores["positive"], scores["noise"], levels["noise"], sounding["noise"] if sounding else None
         )
-    return report, av, prior
+    return report, scored, prior
 
 
+MAP_LABELS = {"av": "audio-visual", "obj": "objectness (OGL)", "av_obj": "audio-visual + objectness"}
 NOISE_BANDS_DBFS = ((-math.inf, -30.0), (-30.0, -15.0), (-15.0, math.inf))
 
 
@@ -397,6 +466,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "off-screen sounds; youden: maximise TPR - FPR over all negatives pooled",
     )
     p.add_argument("--target-fpr", type=float, default=0.05, help="for --calibration fpr (default 0.05)")
+    p.add_argument(
+        "--ogl-weights",
+        metavar="RESNET18.pth",
+        help="evaluate a checkpoint with object-guided localization: a torchvision ResNet-18 ImageNet state "
+        "dict (an ONNX model exported with --ogl-weights carries its own)",
+    )
+    p.add_argument("--ogl-alpha", type=float, help="OGL fusion weight of the audio-visual map (default 0.4)")
     p.add_argument("--providers", help="ONNX Runtime providers, comma separated (default: auto)")
     p.add_argument(
         "--device",
@@ -423,7 +499,7 @@ def _non_negative_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     providers = args.providers.split(",") if args.providers else None
-    report, av, prior = evaluate(
+    report, scored, prior = evaluate(
         args.model,
         args.data,
         interpolation=args.interpolation,
@@ -436,22 +512,32 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         calibration=args.calibration,
         target_fpr=args.target_fpr,
+        ogl_weights=args.ogl_weights,
+        ogl_alpha=args.ogl_alpha,
     )
     report_path = Path(args.report)
-    metrics.write_report(report_path, {**report, "per_sample": av.per_sample()})
+    served = scored[report["served_map"]]
+    per_sample = served.per_sample()
+    if len(scored) > 1:  # OGL: every official row's cIoU for each sample
+        for i, row in enumerate(per_sample):
+            row["maps"] = {name: evaluator.cious[i] for name, evaluator in scored.items()}
+    metrics.write_report(report_path, {**report, "per_sample": per_sample})
     plot = report_path.with_suffix(".png")
+    curves = {
+        f"{MAP_LABELS[name]} (AUC {evaluator.summary()['auc']:.3f})": evaluator.cious
+        for name, evaluator in scored.items()
+    }
     metrics.write_success_plot(
         plot,
-        {
-            f"audio-visual (AUC {report['auc']:.3f})": av.cious,
-            f"centre prior (AUC {report['centre_prior']['auc']:.3f})": prior.cious,
-        },
+        {**curves, f"centre prior (AUC {report['centre_prior']['auc']:.3f})": prior.cious},
         title=f"{report['model']} on {Path(args.data).name} ({report['interpolation']})",
     )
     print(
         f"{report['model']}: AP50 {report['ap50']:.4f}  mean cIoU {report['mean_ciou']:.4f}  AUC {report['auc']:.4f}"
         f"  n={report['n']} of {report['annotated']} annotated ({report['interpolation']})"
     )
+    for name, row in report.get("maps", {}).items():
+        print(f"  {name}: AP50 {row['ap50']:.4f}  mean cIoU {row['mean_ciou']:.4f}  AUC {row['auc']:.4f}")
     cp = report["centre_prior"]
     print(f"centre prior: AP50 {cp['ap50']:.4f}  mean cIoU {cp['mean_ciou']:.4f}  AUC {cp['auc']:.4f}")
     for kind, values in report.get("negatives", {}).items():

@@ -53,8 +53,8 @@ def test_paper_network_exports_within_tolerance(tmp_path):
 def test_export_refuses_a_graph_that_differs(tmp_path, tiny_model, monkeypatch):
     real = export_mod.export_fp32_proto
 
-    def corrupted(model, meta):
-        proto = real(model, meta)
+    def corrupted(model, meta, **kwargs):
+        proto = real(model, meta, **kwargs)
         weight = next(
             t
             for t in proto.graph.initializer

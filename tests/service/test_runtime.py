@@ -82,3 +82,34 @@ def test_contract_signature_is_checked(tmp_path):
     onnx.save(model, str(path))
     with pytest.raises(ModelError, match="'audio'"):
         ModelRuntime(path)
+
+
+def test_ogl_model_runs_objectness_and_needs_output_and_alpha_together(tmp_path, tiny_ogl_onnx_model):
+    import onnx
+
+    ogl = ModelRuntime(tiny_ogl_onnx_model)
+    assert ogl.has_objectness and ogl.metadata.ogl_alpha == 0.4
+    images = np.zeros((3, 64, 64, 3), np.uint8)
+    images[:, 16:40, 8:30] = 200
+    heatmap, score, objectness = ogl.run_with_objectness(images, np.zeros((3, 48000), np.float32))
+    assert heatmap.shape == objectness.shape == (3, 2, 2) and score.shape == (3,)
+    assert objectness.dtype == np.float32 and (objectness >= 0).all()
+
+    model = onnx.load(str(tiny_ogl_onnx_model))
+    for prop in model.metadata_props:
+        if prop.key == "ogl_alpha":
+            prop.value = ""  # the output without its alpha
+    onnx.save(model, str(tmp_path / "no-alpha.onnx"))
+    with pytest.raises(ModelError, match="go together"):
+        ModelRuntime(tmp_path / "no-alpha.onnx")
+    for prop in model.metadata_props:
+        if prop.key == "ogl_alpha":
+            prop.value = "1.5"
+    onnx.save(model, str(tmp_path / "bad-alpha.onnx"))
+    with pytest.raises(ModelError, match="between 0 and 1"):
+        ModelRuntime(tmp_path / "bad-alpha.onnx")
+
+    plain = ModelRuntime(build_toy_model(tmp_path / "toy.onnx"))
+    assert not plain.has_objectness
+    with pytest.raises(ModelError, match="no OGL object branch"):
+        plain.run_with_objectness(images, np.zeros((3, 48000), np.float32))

@@ -176,3 +176,111 @@ def test_val_split_needs_validation_annotations(tmp_path, synth_dir, tiny_onnx_m
     (copy / "vggss_val.json").unlink()
     with pytest.raises(DatasetError, match=r"vggss_val\.json"):
         evaluate(tiny_onnx_model, copy, progress=False, split="val")
+
+
+def _official_rows(runtime, synth_dir, alpha, interpolation):
+    """An independent implementation of the official test.py's three rows (AV, OBJ, AV+OBJ) on the same
+    inputs: torch interpolation, normalize_img, the median threshold, cal_CIOU, and the AUC over 0.05·i."""
+    import torch
+    import torch.nn.functional as F
+
+    from training.layout import frames_and_audio, load_pair
+
+    def upsample(values, mode):
+        x = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[None, None]
+        return F.interpolate(x, size=(224, 224), mode=mode, align_corners=mode == "bilinear")[0, 0].numpy()
+
+    def normalize_img(value):
+        vmin, vmax = value.min(), value.max()
+        return (value - vmin) / (vmax - vmin) if vmax - vmin != 0 else value
+
+    def cal_ciou(infer, gtmap):
+        thres = np.sort(infer.flatten())[int(infer.shape[0] * infer.shape[1] * 0.5)]
+        infer_map = np.zeros((224, 224))
+        infer_map[infer >= thres] = 1
+        return np.sum(infer_map * gtmap) / (np.sum(gtmap) + np.sum(infer_map * (gtmap == 0)))
+
+    entries = {e["file"]: e["bbox"] for e in json.loads((synth_dir / "vggss.json").read_text())}
+    frames, audio = frames_and_audio(synth_dir)
+    rows = {"av": [], "obj": [], "av_obj": []}
+    for sample_id in sorted(entries):
+        gt = np.zeros((224, 224))
+        for box in entries[sample_id]:
+            x0, y0, x1, y1 = (np.clip(np.asarray(box), 0, 1) * 224).astype(int)
+            gt[y0:y1, x0:x1] = 1
+        image, wave = load_pair(frames[sample_id], audio[sample_id], runtime.metadata)
+        heatmap, _, objectness = runtime.session.run(None, {"image": image[None], "audio": wave[None]})
+        pred_av = normalize_img(upsample(heatmap[0], interpolation))
+        pred_obj = normalize_img(upsample(objectness[0], "bilinear"))
+        pred_av_obj = normalize_img(pred_av * alpha + pred_obj * (1 - alpha))
+        for name, pred in (("av", pred_av), ("obj", pred_obj), ("av_obj", pred_av_obj)):
+            rows[name].append(cal_ciou(pred, gt))
+    summary = {}
+    for name, cious in rows.items():
+        cious = np.array(cious)
+        success = [np.sum(cious >= 0.05 * i) / len(cious) for i in range(21)]
+        summary[name] = {
+            "ap50": np.mean(cious >= 0.5),
+            "mean_ciou": cious.mean(),
+            "auc": np.trapezoid(success, [0.05 * i for i in range(21)]),
+            "cious": cious,
+        }
+    return summary
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_ogl_model_reports_the_three_official_rows(tmp_path, synth_dir, tiny_ogl_onnx_model, interpolation):
+    from service.runtime import ModelRuntime
+
+    report_path = tmp_path / "ogl.json"
+    args = [
+        "eval",
+        "--model",
+        str(tiny_ogl_onnx_model),
+        "--data",
+        str(synth_dir),
+        "--report",
+        str(report_path),
+    ]
+    assert main([*args, "--no-negatives", "--interpolation", interpolation]) == 0
+    report = json.loads(report_path.read_text())
+    expected = _official_rows(ModelRuntime(tiny_ogl_onnx_model), synth_dir, 0.4, interpolation)
+    assert report["ogl_alpha"] == 0.4 and report["served_map"] == "av_obj"
+    assert set(report["maps"]) == {"av", "obj", "av_obj"}
+    for name, row in expected.items():
+        got = report["maps"][name]
+        assert got["n"] == 12
+        assert got["ap50"] == pytest.approx(row["ap50"], abs=1e-12)
+        assert got["mean_ciou"] == pytest.approx(row["mean_ciou"], abs=1e-9)
+        assert got["auc"] == pytest.approx(row["auc"], abs=1e-9)
+        per_sample = [s["maps"][name] for s in report["per_sample"]]
+        np.testing.assert_allclose(per_sample, row["cious"], atol=1e-9)
+    assert report["maps"]["obj"]["interpolation"] == "bilinear"
+    assert report["maps"]["av"]["interpolation"] == interpolation
+    # The top level is the served, fused map.
+    for key in ("ap50", "mean_ciou", "auc"):
+        assert report[key] == report["maps"]["av_obj"][key]
+    # The maps really differ (the test would not see a swapped row otherwise).
+    assert not np.allclose(expected["av"]["cious"], expected["obj"]["cious"])
+    assert not np.allclose(expected["obj"]["cious"], expected["av_obj"]["cious"])
+
+
+def test_checkpoint_with_ogl_weights_matches_the_ogl_export(
+    tiny_checkpoint, tiny_ogl_onnx_model, resnet18_weights, synth_dir
+):
+    from_onnx, _, _ = evaluate(tiny_ogl_onnx_model, synth_dir, progress=False, negatives=False)
+    from_ckpt, _, _ = evaluate(
+        tiny_checkpoint, synth_dir, progress=False, negatives=False, ogl_weights=resnet18_weights
+    )
+    for name in ("av", "obj", "av_obj"):
+        assert from_ckpt["maps"][name]["mean_ciou"] == pytest.approx(
+            from_onnx["maps"][name]["mean_ciou"], abs=1e-4
+        )
+    with pytest.raises(DatasetError, match="carries its own OGL branch"):
+        evaluate(tiny_ogl_onnx_model, synth_dir, progress=False, ogl_weights=resnet18_weights)
+
+
+def test_a_model_without_ogl_serves_and_reports_the_av_map(tiny_onnx_model, synth_dir):
+    report, scored, _ = evaluate(tiny_onnx_model, synth_dir, progress=False, negatives=False, limit=4)
+    assert report["served_map"] == "av" and "maps" not in report and "ogl_alpha" not in report
+    assert list(scored) == ["av"]
