@@ -1,5 +1,9 @@
 """`fnac bench model`: eager PyTorch with per-item scipy preprocessing (how the official code runs inference)
-versus our ONNX fp32 and int8 graphs, measured side by side in one run on the same inputs and threads."""
+versus our ONNX fp32 and int8 graphs, measured side by side in one run on the same inputs and threads.
+
+With `--ogl` the same graphs are also exported with the OGL object branch (a frozen ResNet-18; `--ogl-weights`,
+else randomly initialised: the cost is the same) and timed in the same interleaved loop, so the price of the
+extra branch (export and inference) is a ratio measured side by side."""
 
 from __future__ import annotations
 
@@ -64,14 +68,26 @@ def main(args) -> int:
     else:
         calibration = [example_inputs(config, 8, seed=1000 + i) for i in range(8)]
         calib_source = "generated tone+noise inputs (64 samples)"
+    objectness, ogl_source = None, None
+    if args.ogl or args.ogl_weights:
+        from model.ogl import ObjectnessBranch, load_objectness_weights
+
+        if args.ogl_weights:
+            objectness, ogl_source = load_objectness_weights(args.ogl_weights), args.ogl_weights
+        else:
+            torch.manual_seed(1)
+            objectness, ogl_source = ObjectnessBranch(), "randomly initialised ResNet-18"
+    variants = {"onnx fp32": ("fp32", None), "onnx int8": ("int8", None)}
+    if objectness is not None:
+        variants.update({"onnx fp32 + OGL": ("fp32", objectness), "onnx int8 + OGL": ("int8", objectness)})
     with tempfile.TemporaryDirectory() as tmp:
-        fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        export_onnx(model, fp32_path)
-        export_onnx(model, int8_path, precision="int8", calibration=calibration)
-        sessions = {
-            "onnx fp32": ort_session(fp32_path, threads=threads),
-            "onnx int8": ort_session(int8_path, threads=threads),
-        }
+        sessions, export_seconds = {}, {}
+        for name, (precision, branch) in variants.items():
+            path = Path(tmp) / f"{name.replace(' ', '_').replace('+', '')}.onnx"
+            start = time.perf_counter()  # export includes tracing, verification against torch, and writing
+            export_onnx(model, path, precision=precision, calibration=calibration, objectness=branch)
+            export_seconds[name] = time.perf_counter() - start
+            sessions[name] = ort_session(path, threads=threads)
         eager = _official_style_runner(model, config.sample_rate)
         rows = []
         held_out = example_inputs(config, 16, seed=7)
@@ -114,8 +130,34 @@ def main(args) -> int:
         )
     print(f"heatmap correlation int8 vs fp32 (16 held-out inputs): {corr_int8:.4f}")
     print(f"max |fp32 onnx − eager torch+scipy| relative to range: {diff_fp32:.2e}")
+    print(
+        "export (trace + verify + write) seconds: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in export_seconds.items())
+    )
+    ogl_cost = []
+    if objectness is not None:
+        print(f"OGL object branch: {ogl_source}; cost = median with OGL / median without, same batch")
+        median = {(r["batch"], r["runner"]): r["median_ms"] for r in rows}
+        for batch in (1, 16):
+            for precision in ("fp32", "int8"):
+                plain, ogl = median[batch, f"onnx {precision}"], median[batch, f"onnx {precision} + OGL"]
+                ogl_cost.append(
+                    {"batch": batch, "precision": precision, "ms": plain, "ogl_ms": ogl, "ratio": ogl / plain}
+                )
+                print(
+                    f"  batch {batch:>2} {precision}: {plain:.1f} ms → {ogl:.1f} ms with OGL (×{ogl / plain:.2f})"
+                )
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"rows": rows, "int8_correlation": corr_int8, "threads": threads}, indent=2)
+            json.dumps(
+                {
+                    "rows": rows,
+                    "int8_correlation": corr_int8,
+                    "threads": threads,
+                    "export_seconds": export_seconds,
+                    "ogl_cost": ogl_cost,
+                },
+                indent=2,
+            )
         )
     return 0

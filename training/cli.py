@@ -244,6 +244,16 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         "--checkpoint", help="checkpoint to benchmark (default: a randomly initialised paper network)"
     )
     p.add_argument("--calib-data", help="dataset directory for int8 calibration (default: generated inputs)")
+    p.add_argument(
+        "--ogl",
+        action="store_true",
+        help="model benchmark: also time the graphs with the OGL object branch, side by side",
+    )
+    p.add_argument(
+        "--ogl-weights",
+        metavar="RESNET18.pth",
+        help="object branch weights for --ogl (default: a randomly initialised ResNet-18, same cost)",
+    )
     p.add_argument("--model", help="ONNX model (service benchmark; default: the bundled model)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per service load level (default 10)")
     p.add_argument("--concurrency", default="1,8,32", help="service client concurrencies (default 1,8,32)")
