@@ -1,4 +1,4 @@
-"""Export an FNAC network to the self-describing ONNX artifact of DESIGN.md, and verify it.
+"""Export an FNAC network to the self-describing ONNX artifact of docs/CONTRACT.md, and verify it.
 
 The artifact takes raw inputs (uint8 image, float waveform) and returns (heatmap, score), plus `objectness`
 when it carries the OGL object branch (model/ogl.py); preprocessing lives in the graph. Every export is checked
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 ONNX_FORMAT_VERSION = "1"
 OPSET = 17
-# Parity bound of DESIGN.md: max |ORT − torch| on the heatmap relative to the heatmap's range.
+# Parity bound of docs/CONTRACT.md: max |ORT − torch| on the heatmap relative to the heatmap's range.
 FP32_TOLERANCE = 1e-4
 # Reduced precision is judged by agreement of the maps, not by a bit-level bound.
 REDUCED_MIN_CORRELATION = 0.99

@@ -1,6 +1,6 @@
 """FNAC training objective: the EZ-VSL multiple-instance contrastive loss plus the false-negative terms.
 
-Shapes: v [B, D, h, w] (unit norm over D), a [B, D] (unit norm). All terms follow FNAC_REFERENCE.md.
+Shapes: v [B, D, h, w] (unit norm over D), a [B, D] (unit norm). All terms follow docs/METHOD.md, "Training objective".
 """
 
 from __future__ import annotations

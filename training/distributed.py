@@ -2,7 +2,7 @@
 
 The FNAC losses compare every pair of a batch (contrastive negatives, FNS/TNE adjacencies), so under data
 parallelism each rank gathers v and a from all ranks and computes the loss on the GLOBAL batch. The official
-code does not (each GPU sees only its local batch); this is the documented deviation in FNAC_REFERENCE.md.
+code does not (each GPU sees only its local batch); this is the documented deviation in docs/METHOD.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The official sound-source localization evaluation protocol (EZ-VSL / FNAC), in numpy.
 
-Everything here reproduces the public evaluation code to the digit (see docs FNAC_REFERENCE.md,
+Everything here reproduces the public evaluation code to the digit (docs/METHOD.md,
 "Evaluation protocol"):
 
 - the model heatmap (e.g. 7×7) is upsampled to 224×224, bicubic (train-time validation) or bilinear with

@@ -1,6 +1,6 @@
 """`fnac train --data DIR -o RUN`: the FNAC training recipe (or the EZ-VSL contrastive baseline).
 
-Recipe (FNAC_REFERENCE.md, "Training recipe"): Adam lr 1e-4, weight decay 1e-4; contrastive loss alone for the
+Recipe (docs/METHOD.md, "Training recipe"): Adam lr 1e-4, weight decay 1e-4; contrastive loss alone for the
 warm-up epochs, then contrastive + 100·FNS-1 + 100·FNS-2 + 100·TNE; image augmentation Resize(1.1·S) bicubic →
 RandomCrop(S) → HFlip (in the dataset); one frequency mask and one time mask (width < 10 bins, filled with 0)
 per example on the spectrogram the model's own front end computes, batched.
