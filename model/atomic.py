@@ -7,33 +7,37 @@ partial file: data goes to a temporary file in the same folder, is fsynced, then
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _create_beside(path: Path) -> Path:
+    """Create a new, empty temporary file next to `path` with the mode a plain `open()` gives (0666 less the
+    umask, applied by the kernel: reading the umask would mean changing it, process-wide, for a moment)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path` to write to; when the block succeeds, flush it to disk, give it the
-    permissions a plain `open()` would (mkstemp's 0600 would hide models from a container user) and rename it
-    onto `path`. On error the temporary file is removed and `path` is untouched."""
+    """Yield a temporary path beside `path` to write to; when the block succeeds, flush it to disk and rename it
+    onto `path`. The file has the permissions a plain `open()` would give (mkstemp's 0600 would hide models
+    from a container user). On error the temporary file is removed and `path` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_beside(path)
     try:
         yield tmp
         with tmp.open("rb+") as handle:
             os.fsync(handle.fileno())
-        tmp.chmod(_default_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

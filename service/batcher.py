@@ -77,6 +77,7 @@ class MicroBatcher:
         self.lanes = lanes
         self.dispatch_when_idle = dispatch_when_idle
         self._incoming = 0  # requests between expecting() and their enqueue (decoding)
+        self._reserved = 0  # queue room admitted requests hold for inputs not queued yet
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.queue_size = queue_size
@@ -104,7 +105,7 @@ class MicroBatcher:
             self._incoming -= 1
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue(maxsize=self.queue_size)
+        self._queue = asyncio.Queue()  # bounded by admission (`_admit`), which counts reserved room too
         self._free_lanes = asyncio.Semaphore(self.lanes)
         self._task = asyncio.create_task(self._consume(), name="fnac-batcher")
 
@@ -123,22 +124,37 @@ class MicroBatcher:
         return (await self.predict_many([image], [audio]))[0]
 
     async def predict_many(self, images: list[np.ndarray], audio: list[np.ndarray]) -> list[Prediction]:
-        """Several inputs of one request (a sweep), queued `max_batch` at a time; all or Overloaded."""
+        """Several inputs of one request (a sweep): admitted whole or refused whole with `Overloaded`.
+
+        Admission reserves queue room for every input at once; the inputs then go into the queue `max_batch`
+        at a time (so other requests' inputs can share the batches in between) and need no further room. A
+        request larger than the whole queue is admitted only when the queue is empty."""
+        inputs = list(zip(images, audio, strict=True))
+        self._admit(len(inputs))
+        self._reserved += len(inputs)
+        queued = 0
         results: list[Prediction] = []
-        for start in range(0, len(images), self.max_batch):
-            chunk = list(
-                zip(
-                    images[start : start + self.max_batch], audio[start : start + self.max_batch], strict=True
-                )
-            )
-            results += await asyncio.gather(*self._enqueue(chunk))
+        try:
+            for start in range(0, len(inputs), self.max_batch):
+                chunk = inputs[start : start + self.max_batch]
+                self._reserved -= len(chunk)
+                queued += len(chunk)
+                results += await asyncio.gather(*self._enqueue(chunk))
+        finally:
+            self._reserved -= len(inputs) - queued  # room a failed or cancelled request did not use
         return results
 
-    def _enqueue(self, inputs: list[tuple[np.ndarray, np.ndarray]]) -> list[asyncio.Future]:
+    def _admit(self, n: int) -> None:
         if self._queue is None or self._closing:
             raise Overloaded("the server is shutting down", retry_after=5)
-        if self._queue.qsize() + len(inputs) > self.queue_size:
+        waiting = self._queue.qsize() + self._reserved
+        if waiting + n > self.queue_size and not (waiting == 0 and n > self.queue_size):
             raise Overloaded()
+
+    def _enqueue(self, inputs: list[tuple[np.ndarray, np.ndarray]]) -> list[asyncio.Future]:
+        """Queue admitted inputs (room was reserved for them) and return their futures."""
+        if self._queue is None or self._closing:  # nothing queued after stop() would ever run
+            raise Overloaded("the server is shutting down", retry_after=5)
         loop = asyncio.get_running_loop()
         futures = []
         for image, audio in inputs:

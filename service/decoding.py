@@ -261,7 +261,12 @@ class DecodePool:
                 worker.conn.send(job)
             except (OSError, EOFError):
                 worker = self._replace(worker, "died_idle")
-                worker.conn.send(job)
+                try:
+                    worker.conn.send(job)
+                except (OSError, EOFError):
+                    # Hand back the fresh worker, not the dead one: the pool must keep the process it started
+                    # (the next job finds it dead and replaces it).
+                    return worker, ("crash", None)
             if not worker.conn.poll(self.timeout_s):
                 return self._replace(worker, "timeout"), ("timeout", None)
             try:

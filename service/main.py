@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from service.api.deps import ServiceState
 from service.api.routes import demo, health, localize, model
@@ -95,7 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service.decode_pool.close()
             log.info("stopped")
 
-    app = FastAPI(
+    # /docs and /redoc load their scripts and styles from this package, not from a CDN: they work offline.
+    app = FastAPIOffline(
         title="FNAC sound-source localization",
         description="Where in the frame does the sound come from? POST a clip, or a frame + audio, to /localize.",
         version="1",

@@ -46,8 +46,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            route_name = getattr(route, "path", None) or "unmatched"
+            route_name = route_template(scope)
             metrics.REQUESTS.labels(route=route_name, method=scope["method"], status=str(status)).inc()
             metrics.REQUEST_SECONDS.labels(route=route_name).observe(elapsed)
             access_log.info(
@@ -58,6 +57,21 @@ class RequestContextMiddleware:
                 extra={"status": status, "duration_ms": round(elapsed * 1000, 2), "route": route_name},
             )
             logs.request_id.reset(token)
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that served the request (`/localize`, `/docs`), or "unmatched".
+
+    FastAPI's own routes record themselves in the scope; plain Starlette routes and mounts (the OpenAPI
+    document, the docs' static files) leave only their endpoint there, so they are looked up by it."""
+    route = scope.get("route")
+    endpoint = scope.get("endpoint")
+    if route is None and endpoint is not None:
+        routes = getattr(scope.get("router"), "routes", ())
+        route = next(
+            (r for r in routes if endpoint in (getattr(r, "endpoint", None), getattr(r, "app", None))), None
+        )
+    return getattr(route, "path", None) or "unmatched"
 
 
 class BodyLimitMiddleware:

@@ -126,9 +126,10 @@ def gpu_visible() -> bool:
 
 
 def choose_providers(requested: list[str] | None = None) -> list[str]:
-    """Providers to ask ONNX Runtime for: the requested ones (short names allowed), or auto."""
+    """Providers to ask ONNX Runtime for: the requested ones (short names allowed), or auto (none requested, or
+    just "auto", as `--providers auto` and FNAC_PROVIDERS=auto say)."""
     available = ort.get_available_providers()
-    if requested:
+    if requested and [name.strip().lower() for name in requested] != ["auto"]:
         chosen = [_PROVIDER_NAMES.get(name.lower(), name) for name in requested]
         unknown = [name for name in chosen if name not in available]
         if unknown:

@@ -404,6 +404,20 @@ def write_threshold(model_path: Path, threshold: float, calibration: dict | None
         atomic_save(ckpt, model_path)
 
 
+def calibration_problem(calibration: dict) -> str | None:
+    """Why a calibrated threshold is not worth storing, or None: one that misses its false-positive target, or
+    that no real sound reaches, would make the service's `sounding` answer meaningless."""
+    target = calibration.get("target_fpr")
+    missed = target is not None and calibration["fpr"] > target
+    if calibration["tpr"] == 0 or missed:
+        goal = f" (target {target:.1%})" if target is not None else ""
+        return (
+            f"threshold {calibration['threshold']:.4f} answers sounding for {calibration['tpr']:.1%} of real "
+            f"sounds and lets {calibration['fpr']:.1%} of negatives through{goal}"
+        )
+    return None
+
+
 def calibration_record(report: dict) -> dict:
     """What `sounding_calibration` keeps of a report: the rule, the rates it gave on which split, and the
     dataset's folder name (not its path, which means nothing on the machine that serves the model)."""
@@ -456,6 +470,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="store the calibrated sounding threshold in the model file (calibrated on the negatives that pass "
         "the -60 dBFS silence gate; see --calibration)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --write-threshold: store the threshold even when it misses --target-fpr or no real sound "
+        "reaches it",
     )
     p.add_argument(
         "--calibration",
@@ -557,6 +577,9 @@ def run(args: argparse.Namespace) -> int:
             raise DatasetError(
                 "--write-threshold needs negatives/{silence,noise,offscreen}/<id>.wav in the dataset"
             )
+        problem = calibration_problem(calibration)
+        if problem and not args.force:
+            raise DatasetError(f"not writing the sounding threshold: {problem} (--force writes it anyway)")
         write_threshold(Path(args.model), calibration["threshold"], calibration_record(report))
         print(f"wrote sounding_threshold {calibration['threshold']:.4f} into {args.model}")
     print(f"report: {report_path}  curve: {plot}")

@@ -82,12 +82,17 @@ def test_import_refuses_arbitrary_pickles(tmp_path):
         import_official(src)
 
 
-def test_atomic_writes_have_plain_file_permissions(tmp_path, tiny_model):
+def test_atomic_writes_have_plain_file_permissions(tmp_path, tiny_model, monkeypatch):
     import os
 
     from model.atomic import atomic_path, remove_stale_temporaries
 
     old = os.umask(0o022)
+
+    def no_umask_changes(mask):  # the umask is process-wide: changing it races with every other thread
+        raise AssertionError("atomic writes must not change the process umask")
+
+    monkeypatch.setattr(os, "umask", no_umask_changes)
     try:
         save_checkpoint(tmp_path / "m.pt", tiny_model)
         # a container user must be able to read a mounted model: not mkstemp's 0600
@@ -101,4 +106,5 @@ def test_atomic_writes_have_plain_file_permissions(tmp_path, tiny_model):
         removed = remove_stale_temporaries(tmp_path)
         assert [p.name for p in removed] == [".last.pt.k3j2.tmp"] and (tmp_path / "m.pt").is_file()
     finally:
+        monkeypatch.undo()
         os.umask(old)

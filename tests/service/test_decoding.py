@@ -33,6 +33,15 @@ def slow_identify(tag):
     return os.getpid(), tag
 
 
+def crash_on_first_attempt(marker):
+    """Dies the first time it runs (leaving `marker`), succeeds on the retry: a worker that died for reasons of
+    its own, as far as the pool can tell."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "second attempt"
+
+
 def bad_media():
     raise MediaError("no_audio_stream", "audio stream missing in upload 'a.mp4'")
 
@@ -84,7 +93,8 @@ async def test_a_hanging_job_is_killed_at_the_time_limit(pool):
         await pool.run(hang)
     assert info.value.code == "decode_timeout"
     assert 1.9 < time.perf_counter() - started < 10
-    assert not (before - set(pool.pids())) or len(before - set(pool.pids())) == 1
+    assert len(before - set(pool.pids())) == 1  # the hung worker was killed and replaced
+    assert len(pool.pids()) == 2
     assert await pool.run(double, 4) == 8
 
 
@@ -118,3 +128,49 @@ async def test_a_cancelled_request_does_not_hand_out_a_busy_worker(pool):
     assert results[0][0] == results[1][0]  # one worker served both
     await asyncio.sleep(1.0)
     assert await pool.run(double, 7) == 14
+
+
+async def test_a_worker_that_dies_under_a_job_gets_one_retry_on_a_fresh_worker(pool, tmp_path):
+    before = set(pool.pids())
+    assert await pool.run(crash_on_first_attempt, str(tmp_path / "tried")) == "second attempt"
+    assert len(before - set(pool.pids())) == 1
+
+
+class _RefusingConnection:
+    """A worker pipe whose sends fail, as when the process at the other end has just died."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def send(self, obj):
+        raise BrokenPipeError("the worker is gone")
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+async def test_a_fresh_worker_that_cannot_take_the_job_is_kept_not_orphaned(monkeypatch):
+    from service import decoding
+
+    pool = DecodePool(workers=1, timeout_s=2.0)
+    await pool.start()
+    try:
+        started = decoding._Worker.__init__
+
+        def refusing(self, context):
+            started(self, context)
+            self.conn = _RefusingConnection(self.conn)
+
+        pool._all[0].conn = _RefusingConnection(pool._all[0].conn)
+        monkeypatch.setattr(decoding._Worker, "__init__", refusing)
+        with pytest.raises(DecodeFailed) as info:
+            await pool.run(double, 1)
+        assert info.value.code == "decoder_crashed"
+        monkeypatch.undo()
+        # The idle worker is the process the pool started (and will replace and kill), not the dead one.
+        idle = pool._idle.get_nowait()
+        assert idle in pool._all and len(pool._all) == 1
+        pool._idle.put_nowait(idle)
+        assert await pool.run(double, 2) == 4
+    finally:
+        pool.close()

@@ -204,3 +204,29 @@ def test_image_and_audio_upload_then_a_bad_upload_shows_an_error(page, server, t
     assert page.inner_text("#error") == message
     assert page.locator("#result").is_hidden()
     assert page.is_enabled("#submit")
+
+
+def test_the_api_docs_render_without_internet(browser, server):
+    """/docs draws the operations with nothing but the server: every other host is cut off."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    elsewhere: list[str] = []
+
+    def only_the_server(route):
+        if route.request.url.startswith(server):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_server)
+    try:
+        page.goto(f"{server}/docs")
+        page.wait_for_selector(".opblock-summary-path[data-path='/localize']")
+        assert (
+            page.locator(".opblock-summary-path").count() >= 4
+        )  # /localize, /healthz, /readyz, /v1/model ...
+    finally:
+        context.close()
+    assert elsewhere == []

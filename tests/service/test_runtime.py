@@ -61,6 +61,10 @@ def test_provider_choice_without_a_gpu(monkeypatch):
     assert runtime.choose_providers(["cpu"]) == ["CPUExecutionProvider"]
     with pytest.raises(ModelError, match="not available"):
         runtime.choose_providers(["NoSuchExecutionProvider"])
+    # "auto", as `--providers auto` and FNAC_PROVIDERS=auto spell it, is the automatic choice
+    assert (
+        runtime.choose_providers(["auto"]) == runtime.choose_providers(["AUTO"]) == ["CPUExecutionProvider"]
+    )
 
 
 def test_provider_choice_with_a_gpu(monkeypatch):

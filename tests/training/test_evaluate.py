@@ -18,25 +18,26 @@ def synth_dir(tmp_path_factory):
     return root
 
 
-def test_eval_onnx_report_plot_and_threshold(tmp_path, synth_dir, tiny_model):
+def test_eval_onnx_report_plot_and_threshold(tmp_path, synth_dir, tiny_model, capsys):
     from model.export import export_onnx, read_metadata
 
     model_path = tmp_path / "m.onnx"
     export_onnx(tiny_model, model_path, {"model_name": "t"})
     report_path = tmp_path / "r" / "report.json"
-    code = main(
-        [
-            "eval",
-            "--model",
-            str(model_path),
-            "--data",
-            str(synth_dir),
-            "--report",
-            str(report_path),
-            "--write-threshold",
-        ]
+    args = ["eval", "--model", str(model_path), "--data", str(synth_dir), "--report", str(report_path)]
+    # An untrained network: no threshold both keeps real sounds and meets the 5 % target, so none is stored
+    # unless forced.
+    capsys.readouterr()
+    assert main([*args, "--write-threshold"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert (
+        errors[-1].startswith("fnac eval: error: not writing the sounding threshold")
+        and "--force" in errors[-1]
     )
-    assert code == 0
+    assert "sounding_threshold" not in read_metadata(model_path)
+    calibration = json.loads(report_path.read_text())["sounding_calibration"]
+    assert calibration["tpr"] == 0 or calibration["fpr"] > calibration["target_fpr"]
+    assert main([*args, "--write-threshold", "--force"]) == 0
     report = json.loads(report_path.read_text())
     assert report["n"] == 12 and report["annotated"] == 12 and report["interpolation"] == "bicubic"
     for key in ("ap50", "mean_ciou", "auc"):
@@ -130,7 +131,7 @@ def test_calibrate_on_val_then_report_sounding_rates_on_test(tmp_path, synth_dir
     ]
     val_report = tmp_path / "val.json"
     args = ["eval", "--model", str(model_path), "--data", str(synth_dir), "--split", "val"]
-    assert main([*args, "--report", str(val_report), "--write-threshold"]) == 0
+    assert main([*args, "--report", str(val_report), "--write-threshold", "--force"]) == 0
     calibrated = json.loads(val_report.read_text())
     assert calibrated["split"] == "val" and calibrated["n"] == 4
     threshold = float(read_metadata(model_path)["sounding_threshold"])
@@ -159,7 +160,7 @@ def test_a_checkpoints_calibration_travels_into_its_export(tmp_path, synth_dir, 
     checkpoint = tmp_path / "run.pt"
     shutil.copy(tiny_checkpoint, checkpoint)
     args = ["eval", "--model", str(checkpoint), "--data", str(synth_dir), "--split", "val"]
-    assert main([*args, "--report", str(tmp_path / "val.json"), "--write-threshold"]) == 0
+    assert main([*args, "--report", str(tmp_path / "val.json"), "--write-threshold", "--force"]) == 0
     calibration = json.loads((tmp_path / "val.json").read_text())["sounding_calibration"]
     assert main(["export", str(checkpoint), "-o", str(tmp_path / "m.onnx")]) == 0
     metadata = read_metadata(tmp_path / "m.onnx")
@@ -284,3 +285,22 @@ def test_a_model_without_ogl_serves_and_reports_the_av_map(tiny_onnx_model, synt
     report, scored, _ = evaluate(tiny_onnx_model, synth_dir, progress=False, negatives=False, limit=4)
     assert report["served_map"] == "av" and "maps" not in report and "ogl_alpha" not in report
     assert list(scored) == ["av"]
+
+
+def test_which_calibrated_thresholds_are_worth_storing():
+    from training.evaluate import calibration_problem
+
+    good = {"threshold": 0.5, "tpr": 0.8, "fpr": 0.04, "target_fpr": 0.05, "method": "fpr"}
+    assert calibration_problem(good) is None
+    assert calibration_problem({**good, "fpr": 0.05}) is None  # at the target is within it
+    assert "0.0% of real sounds" in calibration_problem({**good, "tpr": 0.0})
+    assert "target 5.0%" in calibration_problem({**good, "fpr": 0.06})
+    youden = {"threshold": 0.5, "tpr": 0.6, "fpr": 0.3, "method": "youden"}  # no target to miss
+    assert calibration_problem(youden) is None and calibration_problem({**youden, "tpr": 0.0})
+
+
+def test_providers_auto_is_the_automatic_choice(synth_dir, tiny_onnx_model):
+    report, _, _ = evaluate(
+        tiny_onnx_model, synth_dir, providers=["auto"], negatives=False, limit=2, progress=False
+    )
+    assert report["n"] == 2

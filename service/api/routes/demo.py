@@ -12,7 +12,7 @@ router = APIRouter(tags=["demo"])
 _PAGE = Path(__file__).resolve().parents[2] / "static" / "index.html"
 
 
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
 async def demo_page() -> HTMLResponse:
     # The page holds no secrets; it calls /localize, which checks the API key if one is configured.
     return HTMLResponse(_PAGE.read_text(encoding="utf-8"))

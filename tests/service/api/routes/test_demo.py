@@ -9,3 +9,8 @@ async def test_demo_page_posts_to_localize(live):
     page = response.text
     for needle in ('id="video"', 'id="image"', 'id="audio"', 'fetch("/localize"', "format=png", "X-API-Key"):
         assert needle in page, needle
+
+
+async def test_head_on_the_demo_page_is_allowed(live):
+    response = await live.client.head("/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")

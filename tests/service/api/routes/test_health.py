@@ -93,3 +93,42 @@ async def test_openapi_documents_the_multipart_fields(live):
     schema = (await live.client.get("/openapi.json")).json()
     body = schema["paths"]["/localize"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert {"video", "image", "audio", "format", "stride", "t"} <= set(body["properties"])
+
+
+async def test_docs_and_the_openapi_document_are_counted_under_their_routes(live):
+    before = (await live.client.get("/metrics")).text
+    assert (await live.client.get("/docs")).status_code == 200
+    assert (await live.client.get("/openapi.json")).status_code == 200
+    assert (await live.client.get("/static-offline-docs/swagger-ui.css")).status_code == 200
+    after = (await live.client.get("/metrics")).text
+
+    def delta(**labels):
+        return _sample(after, "fnac_requests_total", **labels) - _sample(
+            before, "fnac_requests_total", **labels
+        )
+
+    assert delta(method="GET", route="/docs", status="200") == 1
+    assert delta(method="GET", route="/openapi.json", status="200") == 1
+    assert delta(method="GET", route="/static-offline-docs", status="200") == 1
+    assert delta(method="GET", route="unmatched", status="200") == 0
+
+
+async def test_the_docs_page_needs_no_internet(live):
+    import re
+
+    page = (await live.client.get("/docs")).text
+    urls = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page)
+    assert urls and all(url.startswith("/") for url in urls), urls  # nothing from a CDN
+    for url in urls:
+        response = await live.client.get(url)
+        assert response.status_code == 200 and len(response.content) > 100, url
+
+
+async def test_providers_auto_starts_the_service(toy_onnx_model, monkeypatch):
+    from service.config import Settings
+
+    monkeypatch.setenv("FNAC_PROVIDERS", "auto")
+    assert Settings().providers == ["auto"]
+    async with serve_app(toy_onnx_model, providers=Settings().providers) as app:
+        body = (await app.client.get("/readyz")).json()
+        assert body["ready"] is True and body["providers"][-1] == "CPUExecutionProvider"
