@@ -88,23 +88,25 @@ def mutated(draw, family: tuple[str, ...] | None = None) -> bytes:
     return bytes(data)
 
 
-def check_video(data: bytes, stride: float | None) -> None:
-    """decode_video_upload (decode + resize): model-shaped arrays or MediaError."""
+def check_video(data: bytes, stride: float | None) -> bool:
+    """decode_video_upload (decode + resize): model-shaped arrays (True) or MediaError (False)."""
     try:
         decoded = decode_video_upload(
             data, name="fuzz.mp4", spec=SPEC, t=None, stride=stride, keep_frame=False
         )
     except media.MediaError:
-        return
+        return False
     size, n = SPEC.image_size, SPEC.n_samples
     assert 1 <= len(decoded.images) == len(decoded.audio) <= SPEC.max_windows
     for image, audio in zip(decoded.images, decoded.audio, strict=True):
         assert image.shape == (size, size, 3) and image.dtype == np.uint8
         assert audio.shape == (n,) and audio.dtype == np.float32 and np.isfinite(audio).all()
+    return True
 
 
-def check_image_audio(image: bytes, audio: bytes) -> None:
-    """decode_image_audio_upload (decode, resample, window, resize): model-shaped arrays or MediaError."""
+def check_image_audio(image: bytes, audio: bytes) -> bool:
+    """decode_image_audio_upload (decode, resample, window, resize): model-shaped arrays (True) or MediaError
+    (False)."""
     try:
         decoded = decode_image_audio_upload(
             image,
@@ -117,27 +119,32 @@ def check_image_audio(image: bytes, audio: bytes) -> None:
             keep_frame=True,
         )
     except media.MediaError:
-        return
+        return False
     assert decoded.images[0].shape == (SPEC.image_size, SPEC.image_size, 3)
     assert decoded.frame.ndim == 3 and decoded.frame.shape[2] == 3 and decoded.frame.dtype == np.uint8
     assert decoded.audio[0].shape == (SPEC.n_samples,) and np.isfinite(decoded.audio[0]).all()
+    return True
 
 
-def check_image(data: bytes) -> None:
+def check_image(data: bytes) -> bool:
+    """decode_image: an RGB frame within the pixel limit (True) or MediaError (False)."""
     try:
         frame = media.decode_image(data, max_pixels=SPEC.max_pixels, name="fuzz")
     except media.MediaError:
-        return
+        return False
     assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8
     assert frame.shape[0] * frame.shape[1] <= SPEC.max_pixels
+    return True
 
 
-def check_audio(data: bytes) -> None:
+def check_audio(data: bytes) -> bool:
+    """decode_audio: a mono float32 waveform within the duration limit (True) or MediaError (False)."""
     try:
         wave = media.decode_audio(
             data, sample_rate=SPEC.sample_rate, max_seconds=SPEC.max_seconds, name="fuzz"
         )
     except media.MediaError:
-        return
+        return False
     assert wave.ndim == 1 and wave.dtype == np.float32 and wave.size > 0
     assert wave.size <= (SPEC.max_seconds + 1) * SPEC.sample_rate
+    return True

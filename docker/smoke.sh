@@ -154,92 +154,50 @@ done
 [[ -n "$ready" ]] || die "/readyz did not answer 200 within 120 s"
 log "ready: $ready"
 
-# A real H.264 + AAC clip, written by the image's own PyAV inside the running container (no host
+# Real H.264 + AAC clips, written by the image's own PyAV inside the running container (no host
 # dependencies, and no second container: on vfs storage each new container copies the whole image): 4 s,
-# 320x240, 44.1 kHz stereo, a bright square on a dark background and a tone.
+# 320x240, 44.1 kHz stereo, a bright square on a dark background, with a tone and with digital silence.
 mkdir -p "$workdir/clip"
-"$DOCKER" exec -i "$container" python - <<'EOF' || die "writing the synthetic clip failed"
+"$DOCKER" exec -i "$container" python - <<'EOF' || die "writing the synthetic clips failed"
 import av
 import numpy as np
 
-fps, seconds, rate = 10, 4, 44100
-with av.open("/tmp/smoke-clip.mp4", "w", format="mp4") as container:
-    video = container.add_stream("libx264", rate=fps)
-    video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
-    audio = container.add_stream("aac", rate=rate, layout="stereo")
-    frame_rgb = np.full((240, 320, 3), 20, np.uint8)
-    frame_rgb[60:180, 180:300] = (230, 200, 40)
-    for _ in range(fps * seconds):
-        for packet in video.encode(av.VideoFrame.from_ndarray(frame_rgb, format="rgb24")):
+
+def write_clip(path: str, amplitude: float) -> None:
+    fps, seconds, rate = 10, 4, 44100
+    with av.open(path, "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        audio = container.add_stream("aac", rate=rate, layout="stereo")
+        frame_rgb = np.full((240, 320, 3), 20, np.uint8)
+        frame_rgb[60:180, 180:300] = (230, 200, 40)
+        for _ in range(fps * seconds):
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame_rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
             container.mux(packet)
-    for packet in video.encode():
-        container.mux(packet)
-    t = np.arange(rate * seconds) / rate
-    wave = (0.4 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    for start in range(0, wave.size, 1024):
-        chunk = np.ascontiguousarray(np.stack([wave[start : start + 1024]] * 2))
-        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
-        frame.sample_rate, frame.pts = rate, start
-        for packet in audio.encode(frame):
+        t = np.arange(rate * seconds) / rate
+        wave = (amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for start in range(0, wave.size, 1024):
+            chunk = np.ascontiguousarray(np.stack([wave[start : start + 1024]] * 2))
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in audio.encode():
             container.mux(packet)
-    for packet in audio.encode():
-        container.mux(packet)
+
+
+write_clip("/tmp/smoke-clip.mp4", 0.4)
+write_clip("/tmp/smoke-silent.mp4", 0.0)
 EOF
-"$DOCKER" cp "$container:/tmp/smoke-clip.mp4" "$workdir/clip/clip.mp4" || die "copying the clip out failed"
-log "wrote a $(stat -c %s "$workdir/clip/clip.mp4")-byte H.264+AAC clip"
+for name in clip silent; do
+  "$DOCKER" cp "$container:/tmp/smoke-$name.mp4" "$workdir/clip/$name.mp4" || die "copying the $name clip out failed"
+done
+log "wrote $(stat -c %s "$workdir/clip/clip.mp4")- and $(stat -c %s "$workdir/clip/silent.mp4")-byte H.264+AAC clips"
 
-"$HOST_PYTHON" - "$port" "$workdir/clip/clip.mp4" <<'EOF' || die "/localize did not answer as expected"
-import json
-import sys
-import urllib.error
-import urllib.request
-import uuid
-
-port, clip = sys.argv[1], sys.argv[2]
-
-
-def post(field: str, filename: str, payload: bytes, content_type: str) -> tuple[int, dict]:
-    boundary = uuid.uuid4().hex
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
-        f"Content-Type: {content_type}\r\n\r\n"
-    ).encode() + payload + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/localize",
-        data=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        sys.exit(f"check failed: {message}")
-
-
-status, body = post("video", "clip.mp4", open(clip, "rb").read(), "video/mp4")
-check(status == 200, f"POST /localize answered {status}: {body}")
-missing = {"heatmap", "boxes", "score", "sounding"} - body.keys()
-check(not missing, f"response lacks {sorted(missing)}: {sorted(body)}")
-heatmap = body["heatmap"]
-h, w = heatmap["shape"]
-check(len(heatmap["values"]) == h and all(len(row) == w for row in heatmap["values"]), "heatmap values vs shape")
-check(isinstance(body["score"], float) and -1.0001 <= body["score"] <= 1.0001, f"score {body['score']!r}")
-check(isinstance(body["sounding"], bool), f"sounding {body['sounding']!r}")
-check((body.get("width"), body.get("height")) == (320, 240), f"frame size {body.get('width')}x{body.get('height')}")
-for box in body["boxes"]:
-    check(0 <= box["x0"] < box["x1"] <= 320 and 0 <= box["y0"] < box["y1"] <= 240, f"box {box} outside the frame")
-print(f"localize: 200, heatmap {h}x{w}, {len(body['boxes'])} box(es), score {body['score']:.3f}, sounding {body['sounding']}")
-
-# Garbage must be a typed client error, not a crash.
-status, body = post("video", "junk.mp4", b"this is not a video" * 100, "video/mp4")
-check(400 <= status < 500 and "code" in body.get("error", {}), f"junk upload answered {status}: {body}")
-print(f"junk upload: {status} {body['error']['code']}")
-EOF
+"$HOST_PYTHON" docker/smoke_check.py "$port" "$workdir/clip/clip.mp4" "$workdir/clip/silent.mp4" \
+  || die "/localize did not answer as expected"
 
 # The server must not run as root: the uid of every `fnac serve` process in the container (PID 1 here).
 # shellcheck disable=SC2016  # the script runs in the container's sh

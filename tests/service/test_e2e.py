@@ -98,6 +98,8 @@ def test_real_server_localizes_and_shuts_down_gracefully(server):
     assert response.status_code == 200, response.text  # the in-flight request was finished, not dropped
     assert time.monotonic() - started >= 1.4
     body = response.json()
+    # It waited its 1.5 s for company in the batcher, and not much longer (a wait 10x too long is 15 s).
+    assert 1400 <= body["timings"]["queue_ms"] < 4000
     assert body["sounding"] is True and body["boxes"][0]["x0"] > 80
     assert response.headers["x-request-id"] == "e2e-1"
 

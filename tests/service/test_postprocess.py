@@ -135,6 +135,7 @@ def test_audio_level_in_dbfs():
 
 def test_sounding_needs_both_the_score_and_some_audio():
     assert postprocess.is_sounding(0.9, -20.0, threshold=0.8)
+    assert postprocess.is_sounding(0.8, -20.0, threshold=0.8)  # a score at the threshold passes it
     assert not postprocess.is_sounding(0.7, -20.0, threshold=0.8)  # the network says no
     assert not postprocess.is_sounding(0.9, -120.0, threshold=0.8)  # digital silence: nothing to hear
     assert not postprocess.is_sounding(0.9, -60.0, threshold=0.8)  # at the silence level itself

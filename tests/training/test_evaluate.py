@@ -304,3 +304,29 @@ def test_providers_auto_is_the_automatic_choice(synth_dir, tiny_onnx_model):
         tiny_onnx_model, synth_dir, providers=["auto"], negatives=False, limit=2, progress=False
     )
     assert report["n"] == 2
+
+
+def test_a_map_on_the_annotated_object_scores_and_its_mirror_image_does_not(tmp_path):
+    """The toy model's map is bright where the frame is bright. With the object in the right half, a correct
+    evaluation finds every sample (cIoU about 0.86); a map read transposed (object at the bottom) or flipped
+    would score about 0.3 everywhere, so AP50 tells them apart."""
+    from PIL import Image
+
+    from tests.service.conftest import build_toy_model, encode_audio, frame_with_square, tone
+
+    model = build_toy_model(tmp_path / "toy.onnx")
+    data = tmp_path / "data"
+    (data / "frames").mkdir(parents=True)
+    (data / "audio").mkdir()
+    entries = []
+    for i in range(3):
+        sample_id = f"s{i}"
+        Image.fromarray(frame_with_square(112, 112, (64, 0, 112, 112))).save(
+            data / "frames" / f"{sample_id}.jpg"
+        )
+        (data / "audio" / f"{sample_id}.wav").write_bytes(encode_audio(tone(3.0, 16000), 16000))
+        entries.append({"file": sample_id, "class": "toy", "bbox": [[64 / 112, 0.0, 1.0, 1.0]]})
+    (data / "vggss.json").write_text(json.dumps(entries))
+    report, av, _ = evaluate(model, data, negatives=False, progress=False)
+    assert report["n"] == 3 and report["ap50"] == 1.0
+    assert all(0.8 < c < 0.95 for c in av.cious)

@@ -73,6 +73,7 @@ def test_layout_is_parsed_by_the_annotation_loaders(synth_dir):
 def test_sounding_object_pixels_lie_inside_its_box():
     cfg = SynthConfig(n_classes=8, image_size=96, distractors=(2, 3))
     cfg.classes = make_classes(cfg.n_classes, 0)
+    contrasts = []
     for index in range(25):
         rng = np.random.default_rng([0, index])
         image, objects, masks, labels = render_scene(
@@ -88,8 +89,13 @@ def test_sounding_object_pixels_lie_inside_its_box():
         x0, y0, x1, y1 = objects[0]["bbox_px"]
         assert ys.size >= 0.6 * masks[0].sum()  # min_visible
         assert xs.min() >= x0 and xs.max() < x1 and ys.min() >= y0 and ys.max() < y1
-        # the drawn pixels differ from the background around them: the object is really there
         assert image.shape == (96, 96, 3)
+        # how far the sounding object's visible pixels are from the background's, in median colour
+        shown, background = image[visible].astype(float), image[labels == -1].astype(float)
+        contrasts.append(np.abs(np.median(shown, axis=0) - np.median(background, axis=0)).max())
+    # The objects are really drawn: about 96 grey levels apart on average here; an unpainted scene (only the
+    # textured background where the objects should be) gives about 9.
+    assert np.mean(contrasts) > 40
 
 
 def test_negatives_exist_and_offscreen_class_is_absent(synth_dir):

@@ -426,3 +426,21 @@ async def test_decoded_inputs_match_the_library(live):
     )
     np.testing.assert_allclose(np.array(body["heatmap"]["values"]), expected_heatmap, atol=1e-4)
     assert body["score"] == pytest.approx(expected_score, abs=1e-5)
+
+
+async def test_sounding_follows_the_models_threshold_not_the_fallback(live):
+    from service.runtime import FALLBACK_SOUNDING_THRESHOLD
+
+    # A quiet tone: the toy score (its loudness factor, 0.4) lies between the model's calibrated threshold
+    # (0.3) and the fallback for uncalibrated models (0.5).
+    amplitude = float(np.arctanh(0.4) * np.sqrt(2) / 10)
+    files = {
+        "image": ("frame.png", encode_image(frame_with_square(112, 112, (0, 0, 56, 112)))),
+        "audio": ("quiet.wav", encode_audio(tone(3.0, 16000, amplitude), 16000)),
+    }
+    body = (await live.client.post("/localize", files=files)).json()
+    assert TOY_SOUNDING_THRESHOLD < body["score"] < FALLBACK_SOUNDING_THRESHOLD
+    assert body["score"] == pytest.approx(0.4, abs=0.01)
+    assert body["sounding"] is True and body["boxes"]
+    sweep = (await live.client.post("/localize", files=files, data={"stride": "1.0"})).json()
+    assert [w["sounding"] for w in sweep["windows"]] == [True]
