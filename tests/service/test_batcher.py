@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import threading
 
 import numpy as np
@@ -57,15 +58,34 @@ async def test_a_lone_request_waits_max_wait_for_company_and_no_longer():
     assert result.batch_size == 1
 
 
-async def test_full_queue_answers_overloaded_at_once():
+@contextlib.asynccontextmanager
+async def paused_model_batcher(**options):
+    """A started batcher over a RecordingModel that holds every batch until `model.release` is set."""
     model = RecordingModel()
-    model.release.clear()  # the model is busy
-    batcher = MicroBatcher(model, max_batch=1, max_wait_ms=0, queue_size=2)
+    model.release.clear()
+    batcher = MicroBatcher(model, max_wait_ms=0, **options)
     await batcher.start()
     try:
+        yield model, batcher
+    finally:
+        model.release.set()
+        await batcher.stop()
+
+
+async def _until_in_model(model: RecordingModel) -> None:
+    while not model.entered.is_set():
+        await asyncio.sleep(0.01)
+
+
+def _sweep(value: float, n: int):
+    """predict_many's arguments for n copies of one input."""
+    return zip(*[_input(value)] * n, strict=True)
+
+
+async def test_full_queue_answers_overloaded_at_once():
+    async with paused_model_batcher(max_batch=1, queue_size=2) as (model, batcher):
         in_model = asyncio.ensure_future(batcher.predict(*_input(1)))
-        while not model.entered.is_set():  # wait until it is inside the model call
-            await asyncio.sleep(0.01)
+        await _until_in_model(model)
         queued = [asyncio.ensure_future(batcher.predict(*_input(v))) for v in (2, 3)]
         await asyncio.sleep(0.05)
         assert batcher.depth == 2
@@ -73,57 +93,38 @@ async def test_full_queue_answers_overloaded_at_once():
             await batcher.predict(*_input(4))
         assert info.value.retry_after >= 1
         with pytest.raises(Overloaded):  # a sweep that does not fit is refused whole
-            await batcher.predict_many(*zip(*[_input(5)] * 2, strict=True))
+            await batcher.predict_many(*_sweep(5, 2))
         model.release.set()
         results = await asyncio.gather(in_model, *queued)
         assert [r.score for r in results] == pytest.approx([0.01, 0.02, 0.03])
-    finally:
-        model.release.set()
-        await batcher.stop()
 
 
 async def test_a_sweep_is_admitted_whole_or_refused_before_any_of_it_runs():
-    model = RecordingModel()
-    model.release.clear()
-    batcher = MicroBatcher(model, max_batch=2, max_wait_ms=0, queue_size=4)
-    await batcher.start()
-    try:
+    async with paused_model_batcher(max_batch=2, queue_size=4) as (model, batcher):
         in_model = asyncio.ensure_future(batcher.predict(*_input(1)))
-        while not model.entered.is_set():
-            await asyncio.sleep(0.01)
+        await _until_in_model(model)
         queued = asyncio.ensure_future(batcher.predict(*_input(2)))
         await asyncio.sleep(0.05)
         # 3 free places: the sweep's first chunk of 2 would fit, the whole sweep of 4 does not.
-        sweep = asyncio.ensure_future(batcher.predict_many(*zip(*[_input(9)] * 4, strict=True)))
+        sweep = asyncio.ensure_future(batcher.predict_many(*_sweep(9, 4)))
         await asyncio.sleep(0.05)
         assert sweep.done() and isinstance(sweep.exception(), Overloaded)
         model.release.set()
         assert [r.score for r in await asyncio.gather(in_model, queued)] == pytest.approx([0.01, 0.02])
         assert sum(model.batch_sizes) == 2  # none of the refused sweep reached the model
-    finally:
-        model.release.set()
-        await batcher.stop()
 
 
 async def test_an_admitted_sweep_keeps_its_room_while_its_chunks_run():
-    model = RecordingModel()
-    model.release.clear()
-    batcher = MicroBatcher(model, max_batch=2, max_wait_ms=0, queue_size=4)
-    await batcher.start()
-    try:
-        sweep = asyncio.ensure_future(batcher.predict_many(*zip(*[_input(5)] * 4, strict=True)))
-        while not model.entered.is_set():  # first chunk in the model, the other two inputs not queued yet
-            await asyncio.sleep(0.01)
+    async with paused_model_batcher(max_batch=2, queue_size=4) as (model, batcher):
+        sweep = asyncio.ensure_future(batcher.predict_many(*_sweep(5, 4)))
+        await _until_in_model(model)  # the first chunk is in the model, the other two inputs not queued yet
         with pytest.raises(Overloaded):  # the queue is empty, but two of its four places are the sweep's
-            await batcher.predict_many(*zip(*[_input(1)] * 3, strict=True))
+            await batcher.predict_many(*_sweep(1, 3))
         model.release.set()
         assert [r.score for r in await sweep] == pytest.approx([0.05] * 4)
         # an oversized sweep (6 > queue_size) still runs when it has the queue to itself
-        assert len(await batcher.predict_many(*zip(*[_input(6)] * 6, strict=True))) == 6
+        assert len(await batcher.predict_many(*_sweep(6, 6))) == 6
         assert batcher._reserved == 0
-    finally:
-        model.release.set()
-        await batcher.stop()
 
 
 async def test_stop_finishes_queued_work_then_refuses():
