@@ -327,6 +327,6 @@ def test_a_map_on_the_annotated_object_scores_and_its_mirror_image_does_not(tmp_
         (data / "audio" / f"{sample_id}.wav").write_bytes(encode_audio(tone(3.0, 16000), 16000))
         entries.append({"file": sample_id, "class": "toy", "bbox": [[64 / 112, 0.0, 1.0, 1.0]]})
     (data / "vggss.json").write_text(json.dumps(entries))
-    report, av, _ = evaluate(model, data, negatives=False, progress=False)
+    report, maps, _ = evaluate(model, data, negatives=False, progress=False)
     assert report["n"] == 3 and report["ap50"] == 1.0
-    assert all(0.8 < c < 0.95 for c in av.cious)
+    assert all(0.8 < c < 0.95 for c in maps["av"].cious)
