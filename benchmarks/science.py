@@ -202,8 +202,12 @@ def _split_classes(data: Path) -> dict[str, int]:
     return {entry["file"]: int(entry["class_index"]) for entry in annotations["samples"]}
 
 
-def adjacency_probe(checkpoint: Path, data: Path, batch: int, n_batches: int, device: str) -> dict:
-    """In-batch false-negative rate and how well the trained adjacencies find those pairs (see module doc)."""
+def adjacency_probe(
+    checkpoint: Path, data: Path, batch: int, n_batches: int, device: str, batches: list | None = None
+) -> dict:
+    """In-batch false-negative rate and how well the trained adjacencies find those pairs (see module doc).
+
+    `batches`: the probe batches as lists of training-split indices (default: `n_batches` random ones)."""
     import torch
 
     from model.checkpoint import load_model
@@ -216,14 +220,16 @@ def adjacency_probe(checkpoint: Path, data: Path, batch: int, n_batches: int, de
     class_of = _split_classes(data)
     rng = np.random.default_rng(0)  # the same batches for every run on this dataset
     order = rng.permutation(len(dataset))[: batch * n_batches]
+    if batches is None:
+        batches = [order[b * batch : (b + 1) * batch] for b in range(n_batches)]
     stats: dict[str, list[float]] = {}
 
     def add(key, value):
         stats.setdefault(key, []).append(float(value))
 
     with torch.inference_mode():
-        for b in range(n_batches):
-            items = [dataset[int(i)] for i in order[b * batch : (b + 1) * batch]]
+        for chosen in batches:
+            items = [dataset[int(i)] for i in chosen]
             labels = torch.tensor([class_of[item["id"]] for item in items], device=device)
             image = torch.stack([item["image"] for item in items]).to(device)
             audio = torch.stack([item["audio"] for item in items]).to(device)

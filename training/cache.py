@@ -179,7 +179,15 @@ class CachedLoader:
     """
 
     def __init__(
-        self, arrays: dict[str, Any], image_size: int, batch_size: int, *, dist, seed: int, prefetch: int = 2
+        self,
+        arrays: dict[str, Any],
+        image_size: int,
+        batch_size: int,
+        *,
+        dist,
+        seed: int,
+        prefetch: int = 2,
+        sampler=None,
     ):
         self.image_size = image_size
         self.prefetch = prefetch
@@ -199,7 +207,8 @@ class CachedLoader:
         self.ids = list(arrays["ids"])
         # Samples that failed to decode are reported with the first epoch, as the DataLoader path reports them.
         self.pending_failures = list(arrays["failed"])
-        self.sampler = DistributedSampler(
+        # `sampler`: another order of the rows with set_epoch (e.g. training.sampler.ClassBatchSampler)
+        self.sampler = sampler or DistributedSampler(
             range(len(self.ids)),
             num_replicas=dist.world_size,
             rank=dist.rank,

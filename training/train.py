@@ -41,6 +41,7 @@ from model.atomic import atomic_path, atomic_write_text, remove_stale_temporarie
 from model.config import FNACConfig
 from model.fnac import FNAC
 from model.losses import RECIPE_BATCH, LossWeights, matched_weight
+from training.sampler import false_negative_pairs
 
 log = logging.getLogger("fnac.train")
 
@@ -81,6 +82,11 @@ class TrainOptions:
     cache_dir: str | None = None  # keep the decoded arrays here, shared by later runs on the same data
     # start from these weights (a checkpoint, e.g. from `fnac import`), with a new optimizer
     init_from: str | None = None
+    # research option: batches drawn from this many classes, or from the number nearest this false-negative
+    # rate (training/sampler.py); classes from the data's annotations or this file
+    classes_per_batch: int | None = None
+    fn_rate: float | None = None
+    class_labels: str | None = None
 
 
 class SpecAugment(nn.Module):
@@ -139,7 +145,15 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 def _loader(
-    dataset, batch_size: int, *, shuffle: bool, drop_last: bool, dist, options: TrainOptions, seed: int
+    dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    drop_last: bool,
+    dist,
+    options: TrainOptions,
+    seed: int,
+    sampler=None,
 ):
     from torch.utils.data import DataLoader, DistributedSampler
 
@@ -147,7 +161,7 @@ def _loader(
 
     # A DistributedSampler also in one process: the shuffle depends only on (seed, epoch), so a resumed run
     # sees the same order.
-    sampler = DistributedSampler(
+    sampler = sampler or DistributedSampler(
         dataset,
         num_replicas=dist.world_size,
         rank=dist.rank,
@@ -204,6 +218,36 @@ def build_datasets(data: str | Path, config: FNACConfig, options: TrainOptions):
         "val_has_boxes": bool(val_set is not None and val_set.has_boxes),
     }
     return train_set, val_set, description
+
+
+def class_sampler(data: str | Path, ids: list[str], options: TrainOptions, dist):
+    """(ClassBatchSampler, class index by id) for --classes-per-batch / --fn-rate, else (None, None)."""
+    if options.classes_per_batch is None and options.fn_rate is None:
+        return None, None
+    from training.sampler import ClassBatchSampler, class_labels, classes_for_rate
+
+    labels, names = class_labels(data, ids, options.class_labels)
+    per_batch, share = options.classes_per_batch, 0.0
+    if per_batch is None:
+        per_batch, share = classes_for_rate(options.fn_rate, options.batch_size, len(names))
+    sampler = ClassBatchSampler(
+        labels,
+        options.batch_size,
+        per_batch,
+        rank=dist.rank,
+        world_size=dist.world_size,
+        seed=options.seed,
+        more_classes_share=share,
+    )
+    if dist.is_main:
+        log.info(
+            "batches from %d%s of %d classes: in-batch false-negative rate %.4f",
+            per_batch,
+            f" ({share:.0%} of them {per_batch + 1})" if share else "",
+            len(names),
+            sampler.rate,
+        )
+    return sampler, dict(zip(ids, labels, strict=True))
 
 
 def _dataset_error(message: str) -> Exception:
@@ -501,9 +545,13 @@ def train(
             )
             if options.cache_dir and dist.is_main:
                 D.barrier()
-            loader = CachedLoader(arrays, config.image_size, local_batch, dist=dist, seed=options.seed)
+            sampler, class_of = class_sampler(data, list(arrays["ids"]), options, dist)
+            loader = CachedLoader(
+                arrays, config.image_size, local_batch, dist=dist, seed=options.seed, sampler=sampler
+            )
             del arrays
         else:
+            sampler, class_of = class_sampler(data, [s.id for s in train_set.samples], options, dist)
             loader = _loader(
                 train_set,
                 local_batch,
@@ -512,6 +560,7 @@ def train(
                 dist=dist,
                 options=options,
                 seed=options.seed,
+                sampler=sampler,
             )
         if len(loader) == 0:
             raise ValueError(f"{len(train_set)} training samples give no full batch of {options.batch_size}")
@@ -535,6 +584,7 @@ def train(
             sums = {"loss": 0.0}
             n_steps = n_seen = skipped = 0
             global_batch = 0
+            false_negatives = [0, 0]  # same-class off-diagonal pairs, all off-diagonal pairs (global batches)
             failed: list[str] = []
             loss_steps = []
             epoch_start = time.perf_counter()
@@ -550,6 +600,10 @@ def train(
                 v, a = model(image, audio)  # local [n, D, h, w], [n, D]
                 v = D.all_gather_with_grad(v, sizes)  # global [ΣB, D, h, w]
                 a = D.all_gather_with_grad(a, sizes)
+                if class_of is not None:  # measured on the batches trained on, failed samples dropped
+                    labels = torch.tensor([class_of[i] for i in batch["ids"]], device=dist.device)
+                    pairs = false_negative_pairs(D.all_gather_with_grad(labels, sizes))
+                    false_negatives = [false_negatives[0] + pairs[0], false_negatives[1] + pairs[1]]
                 loss, parts = fnac_loss(v, a, fnac.tau, epoch, weights)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -602,6 +656,16 @@ def train(
                 "wall_seconds": elapsed_before + time.perf_counter() - started,
                 "lr": optimizer.param_groups[0]["lr"],
                 "contrastive_chance": contrastive_chance(global_batch),
+                **(
+                    {
+                        "fn_rate": false_negatives[0] / max(1, false_negatives[1]),
+                        "fn_rate_target": sampler.rate,
+                        "classes_per_batch": sampler.classes_per_batch,
+                        "more_classes_share": sampler.more_classes_share,
+                    }
+                    if sampler is not None
+                    else {}
+                ),
                 **(val or {}),
                 "best_epoch": best["epoch"],
                 "selection": criterion,
@@ -861,6 +925,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="heatmap upsampling for validation cIoU (default %(default)s)",
     )
     g.add_argument("--max-samples", type=int, help="use only the first N training samples")
+    g = p.add_argument_group(
+        "false-negative control (research option; training/sampler.py)",
+        "draw every global batch from a few classes, class-balanced and seeded, to set how many of its pairs "
+        "are same-class (false negatives for the contrastive loss); metrics.jsonl reports the measured rate",
+    )
+    g.add_argument(
+        "--classes-per-batch", type=int, metavar="M", help="each batch from M classes (rate about 1/M)"
+    )
+    g.add_argument("--fn-rate", type=float, metavar="R", help="in-batch false-negative rate: the nearest M")
+    g.add_argument(
+        "--class-labels",
+        metavar="FILE",
+        help='classes of the training samples (JSON list of {"file", "class"}); default: the data\'s '
+        "annotations.json or vggss.json",
+    )
     g.add_argument(
         "--cache",
         action="store_true",
@@ -908,6 +987,8 @@ def options_from_args(args: argparse.Namespace) -> tuple[FNACConfig, TrainOption
     options = TrainOptions(**{k: v for k, v in vars(args).items() if k in fields})
     if options.cache_dir:
         options.cache = True
+    if options.classes_per_batch is not None and options.fn_rate is not None:
+        raise ValueError("--classes-per-batch and --fn-rate set the same thing; give one")
     if options.val_split == "test":
         raise ValueError(
             "--val-split test: model selection on the test split is the official pitfall; use val"

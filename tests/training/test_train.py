@@ -149,6 +149,10 @@ if dist.rank == 0:
     torch.save({"loss": loss.detach(), "global": a.shape[0], "grads": grads}, os.path.join(out, "dist.pt"))
 train(config, data, os.path.join(out, "run"),
       TrainOptions(epochs=2, batch_size=8, warmup_epochs=1, workers=0, progress=False, device="cpu"))
+# batches of 2 classes, through the decode cache's loader
+train(config, data, os.path.join(out, "run_classes"),
+      TrainOptions(epochs=1, batch_size=8, baseline=True, classes_per_batch=2, cache=True, workers=0,
+                   progress=False, device="cpu"))
 D.teardown()
 """
 
@@ -191,6 +195,30 @@ def test_torchrun_two_processes_gather_the_global_batch(synth_dir, tmp_path):
     assert all(r["world_size"] == 2 and r["global_batch"] == 8 for r in rows)  # 4 per rank, 8 in the loss
     assert rows[0]["steps"] == 32 // 8 and rows[0]["val_samples"] == 8  # validation sharded, then gathered
     assert not (tmp_path / "run" / "rank1").exists()
+    # 2 classes per global batch of 8 (4 + 4 clips, each rank 2 + 2): 24 of its 56 pairs same-class
+    rows = _rows(tmp_path / "run_classes")
+    assert rows[0]["world_size"] == 2 and rows[0]["classes_per_batch"] == 2
+    assert rows[0]["fn_rate"] == pytest.approx(24 / 56) and rows[0]["fn_rate_target"] == pytest.approx(
+        24 / 56
+    )
+
+
+def test_classes_per_batch_sets_and_reports_the_measured_false_negative_rate(synth_dir, tmp_path):
+    from training.sampler import expected_rate
+
+    options = dict(epochs=1, batch_size=8, baseline=True, workers=0, progress=False)
+    train(CONFIG, synth_dir, tmp_path / "plain", TrainOptions(**options))
+    assert "fn_rate" not in _rows(tmp_path / "plain")[0]  # the ordinary shuffle knows no classes
+    train(CONFIG, synth_dir, tmp_path / "rate", TrainOptions(fn_rate=0.3, **options))
+    row = _rows(tmp_path / "rate")[0]
+    # 4 classes, batch 8: 0.3 lies between 2 classes per batch (4 + 4 clips: 24 of 56 pairs) and 3 (3 + 3 + 2:
+    # 14 of 56); 72 % of batches from 3 classes make 0.3, and the epoch's 4 batches hold 3 of them
+    assert row["classes_per_batch"] == 2 and row["more_classes_share"] == pytest.approx(0.72)
+    assert row["fn_rate_target"] == pytest.approx(0.3)
+    assert row["fn_rate"] == pytest.approx((24 + 3 * 14) / (4 * 56))
+    assert row["steps"] == 32 // 8 and expected_rate(8, 3) == pytest.approx(14 / 56)
+    with pytest.raises(Exception, match="the training set has 4 classes"):
+        train(CONFIG, synth_dir, tmp_path / "many", TrainOptions(classes_per_batch=5, **options))
 
 
 def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(synth_dir, tmp_path):
