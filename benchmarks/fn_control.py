@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     data = synth(args.out, args.classes, args)
     priors = json.loads((data / "priors.json").read_text())
     config = FNACConfig(width=args.width, dim=args.dim, image_size=args.image_size)
-    load_or_build(open_dataset(data, config, "train", train=True), args.out / "cache", progress=False)
+    train_set = open_dataset(data, config, "train", train=True)
+    load_or_build(train_set, args.out / "cache", workers=args.synth_workers, progress=False)
 
     warmup = args.warmup
     if warmup is None:
