@@ -55,10 +55,13 @@ def train_command(data: Path, run_dir: Path, args, *extra: str) -> list[str]:
     command = [
         sys.executable, "-m", "training.cli", "train", "--data", str(data), "-o", str(run_dir),
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--width", str(args.width),
-        "--dim", str(args.dim), "--image-size", str(args.image_size), "--dropout-img", "0",
+        "--dim", str(args.dim), "--image-size", str(args.image_size), "--clip-seconds", str(args.clip_seconds),
+        "--dropout-img", "0",
         "--cache-dir", str(args.out / "cache"), "--workers", "1", "--no-progress", "--val-batch-size", "250",
         "--name", run_dir.name,
     ]  # fmt: skip
+    if args.max_samples:
+        command += ["--max-samples", str(args.max_samples)]
     if args.device:
         command += ["--device", args.device]
     return command + list(extra)
@@ -102,6 +105,7 @@ def probe_batches(data: Path, rate: float, args) -> list[list[int]]:
     from training.sampler import ClassBatchSampler, class_labels, classes_for_rate
 
     samples, _ = find_samples(data, "train")
+    samples = samples[: args.max_samples or None]  # the scenes the runs train on
     labels, names = class_labels(data, [s.id for s in samples])
     per_batch, share = classes_for_rate(rate, args.batch_size, len(names))
     sampler = ClassBatchSampler(labels, args.batch_size, per_batch, seed=12345, more_classes_share=share)
@@ -266,6 +270,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--classes", type=int, default=10, help="classes K of the dataset")
     p.add_argument("--train", type=int, default=3000, help="training scenes")
+    p.add_argument("--max-samples", type=int, help="train on only the first N of them (a smaller run)")
     p.add_argument("--val", type=int, default=500)
     p.add_argument("--test", type=int, default=500)
     p.add_argument("--distractors", type=int, nargs=2, metavar=("MIN", "MAX"), help="silent distractors")
@@ -280,6 +285,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--image-size", type=int, default=64)
+    p.add_argument(
+        "--clip-seconds",
+        type=float,
+        default=3.0,
+        help="audio window (the audio encoder's cost scales with it)",
+    )
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--parallel", type=int, default=2, help="training runs at once")
     p.add_argument("--synth-workers", type=int, default=os.cpu_count() or 1)
@@ -301,8 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     data = synth(args.out, args.classes, args)
     priors = json.loads((data / "priors.json").read_text())
-    config = FNACConfig(width=args.width, dim=args.dim, image_size=args.image_size)
+    config = FNACConfig(
+        width=args.width, dim=args.dim, image_size=args.image_size, clip_seconds=args.clip_seconds
+    )
     train_set = open_dataset(data, config, "train", train=True)
+    if args.max_samples:  # as `fnac train --max-samples` cuts it, so the runs find this cache
+        train_set.samples = train_set.samples[: args.max_samples]
     load_or_build(train_set, args.out / "cache", workers=args.synth_workers, progress=False)
 
     warmup = args.warmup
