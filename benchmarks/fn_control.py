@@ -337,20 +337,26 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"the warm-up did not finish; see {args.out / 'runs' / (name + '.log')}")
         warmup = args.out / "runs" / name / "best.pt"
     batches = {rate: probe_batches(data, rate, args) for rate in args.rates}
-    start_scores = score(warmup, data, batches[args.rates[0]], args, device)
-    start = {
-        "checkpoint": "warm-up" if args.warmup is None else str(args.warmup),
-        **{k: start_scores[k] for k in ("ap50", "mean_ciou", "auc", "n")},
-        "probes": {
-            f"r{rate:g}": adjacency_probe(warmup, data, args.batch_size, len(chosen), device, batches=chosen)
-            for rate, chosen in batches.items()
-        },
-    }
+    scoring = threading.Lock()  # one evaluation at a time; they would only fight over the cores
+    reporting = threading.Lock()
+
+    def score_start() -> dict:
+        with scoring:
+            start_scores = score(warmup, data, batches[args.rates[0]], args, device)
+            return {
+                "checkpoint": "warm-up" if args.warmup is None else str(args.warmup),
+                **{k: start_scores[k] for k in ("ap50", "mean_ciou", "auc", "n")},
+                "probes": {
+                    f"r{rate:g}": adjacency_probe(
+                        warmup, data, args.batch_size, len(chosen), device, batches=chosen
+                    )
+                    for rate, chosen in batches.items()
+                },
+            }
 
     # seed by seed, so that a sweep cut short still has whole seeds: every rate, both arms
     specs = [(rate, arm, seed) for seed in args.seeds for rate in args.rates for arm in ARMS]
     runs: list[dict] = []
-    scoring = threading.Lock()  # one evaluation at a time; they would only fight over the cores
 
     def train_and_score(spec) -> None:
         rate, arm, seed = spec
@@ -375,13 +381,18 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )  # fmt: skip
             log.info("%s: test AP50 %.3f", name, scores["ap50"])
-            # after every run, so a sweep cut short keeps what it has
-            report = summarize(args, runs, start, priors)
+        begin = start.result()  # outside the scoring lock, which scoring the start itself needs
+        with reporting:  # after every run, so a sweep cut short keeps what it has
+            report = summarize(args, list(runs), begin, priors)
             (args.out / "fn_control.json").write_text(json.dumps(report, indent=1) + "\n")
             (args.out / "fn_control.md").write_text(markdown(report))
 
-    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        list(pool.map(train_and_score, specs))
+    # the starting checkpoint is scored while the first runs train
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel) + 1) as pool:
+        start = pool.submit(score_start)
+        with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as runners:
+            list(runners.map(train_and_score, specs))
+    start = start.result()
     report = summarize(args, runs, start, priors)
     (args.out / "fn_control.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / "fn_control.md").write_text(markdown(report))
