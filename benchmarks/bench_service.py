@@ -213,8 +213,8 @@ def run_benchmark(
     work_dir: Path,
 ) -> dict:
     """Raw ORT throughput and the service with batching on and off, interleaved per concurrency level."""
+    from fnac.runtime import ModelRuntime
     from service.config import Settings
-    from service.runtime import ModelRuntime
 
     max_batch = Settings.model_fields["max_batch"].default
     runtime = ModelRuntime(model, intra_op_threads=threads)

@@ -1,6 +1,6 @@
 """Hypothesis strategies over the decode + preprocessing path: valid media files, then mutated.
 
-The contract under test (service/media.py): every decoding function returns arrays of the documented shape or
+The contract under test (fnac/media.py): every decoding function returns arrays of the documented shape or
 raises `MediaError`; nothing else escapes and nothing hangs. Used by the fast test
 (tests/reliability/test_fuzz_media.py) and, time-bounded, by `python -m benchmarks.reliability fuzz`.
 """
@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from benchmarks import malformed
-from service import media
+from fnac import media
 from service.decoding import ModelSpec, decode_image_audio_upload, decode_video_upload
 
 SPEC = ModelSpec(

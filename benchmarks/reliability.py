@@ -11,7 +11,7 @@ figures and exits non-zero when its claim does not hold:
 - `load`         32 concurrent clients for 60 s: no errors but deliberate 429/503, p50/p99
 - `soak`         10 minutes of steady load with RSS sampled: growth after warm-up < 10 %
 - `kill-train`   `fnac train` SIGKILLed at random points (one process and under torchrun), resumed each time
-- `decode-speed` frame + 3 s audio window from a 10 s 720p H.264/AAC clip: service.media vs the ffmpeg CLI
+- `decode-speed` frame + 3 s audio window from a 10 s 720p H.264/AAC clip: fnac.media vs the ffmpeg CLI
 
 The served model is --model, else FNAC_MODEL / the bundled one, else a randomly initialised network of the
 bundled model's shape (timings depend on the model; correctness claims do not).
@@ -757,9 +757,9 @@ def run_schemathesis(args, work: Path) -> int:
 
 
 def run_decode_speed(args, work: Path) -> int:
-    """Frame at 5 s + the 3 s audio window around it from a 10 s 720p H.264/AAC clip: service.media.decode_clip
+    """Frame at 5 s + the 3 s audio window around it from a 10 s 720p H.264/AAC clip: fnac.media.decode_clip
     on the uploaded bytes vs the ffmpeg CLI in a subprocess doing the same extraction, interleaved."""
-    from service import media
+    from fnac import media
 
     ffmpeg = shutil.which("ffmpeg")
     if not ffmpeg:
@@ -831,7 +831,7 @@ def run_decode_speed(args, work: Path) -> int:
         failed |= ratio > 0.5
         print(
             f"10 s 1280x720 25 fps H.264 (keyframe every {gop_s:g} s) + 44.1 kHz AAC, {len(clip) / 1e6:.1f} MB: "
-            f"service.media {statistics.median(ours) * 1000:.0f} ms, ffmpeg CLI {statistics.median(theirs) * 1000:.0f} ms, "
+            f"fnac.media {statistics.median(ours) * 1000:.0f} ms, ffmpeg CLI {statistics.median(theirs) * 1000:.0f} ms, "
             f"ratio {ratio:.2f}x (target <= 0.5x); same output: frame mean |diff| "
             f"{np.abs(frame.astype(int) - window.frame.astype(int)).mean():.2f} / 255, audio {window.audio.size} "
             f"vs {audio.size} samples, correlation {correlation:.4f}"
@@ -883,7 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crash-dir", default=os.path.join(tempfile.gettempdir(), "fnac-fuzz"))
     p = part("schemathesis", "schemathesis against the live OpenAPI schema")
     p.add_argument("--seconds", type=float, default=180.0)
-    p = part("decode-speed", "service.media.decode_clip vs the ffmpeg CLI")
+    p = part("decode-speed", "fnac.media.decode_clip vs the ffmpeg CLI")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--gop", type=float, nargs="+", default=[2.0, 10.0], help="keyframe interval(s), seconds")
     args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import media
+from fnac import media
 
 log = logging.getLogger("fnac.decoding")
 

@@ -9,9 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from fnac.media import MediaError, MediaTooLarge
 from service.batcher import Overloaded
 from service.decoding import PoolBusy
-from service.media import MediaError, MediaTooLarge
 
 log = logging.getLogger("fnac.errors")
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
+from fnac.runtime import FALLBACK_SOUNDING_THRESHOLD, ModelError, ModelRuntime
 from service.api.deps import ServiceState
 from service.api.routes import demo, health, localize, model
 from service.batcher import MicroBatcher
@@ -17,7 +18,6 @@ from service.config import Settings
 from service.decoding import DecodePool, ModelSpec
 from service.errors import install_handlers
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.runtime import FALLBACK_SOUNDING_THRESHOLD, ModelError, ModelRuntime
 
 log = logging.getLogger("fnac.service")
 

@@ -12,7 +12,7 @@ Three layouts are read:
 
 Items hand the network what the service hands the ONNX graph: a uint8 image [S, S, 3] and a float32 waveform [N]
 at the model's rate. Normalisation and the spectrogram run inside the model, batched. Decoding goes through
-:mod:`service.media` so training and serving cannot drift.
+:mod:`fnac.media` so training and serving cannot drift.
 
 A sample that fails to decode is logged with its id and returned as a :class:`DecodeFailure`; ``collate_pairs``
 drops it from the batch and counts it. It is never silently replaced by another sample.
@@ -289,7 +289,7 @@ class PairDataset(Dataset):
 
     def decode(self, index: int) -> tuple[np.ndarray, np.ndarray] | DecodeFailure:
         """(original frame, model-rate audio window) of sample `index`, or a logged DecodeFailure."""
-        from service.media import MediaError
+        from fnac.media import MediaError
 
         sample = self.samples[index]
         try:
@@ -315,7 +315,7 @@ class PairDataset(Dataset):
         return item
 
     def _decode(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        from service.media import decode_audio, decode_clip, decode_image, fit_audio_window
+        from fnac.media import decode_audio, decode_clip, decode_image, fit_audio_window
 
         n = self.config.n_samples
         if sample.video is not None:
@@ -335,7 +335,7 @@ class PairDataset(Dataset):
         return frame, fit_audio_window(wave, n, center=center)
 
     def _image(self, frame: np.ndarray) -> np.ndarray:
-        from service.media import resize_image
+        from fnac.media import resize_image
 
         if self._transform is None:
             return resize_image(frame, self.config.image_size)

@@ -61,7 +61,7 @@ class Predictor:
         path = Path(path)
         self.path = path
         if path.suffix == ".onnx":
-            from service.runtime import ModelRuntime
+            from fnac.runtime import ModelRuntime
 
             if ogl_weights is not None or ogl_alpha is not None:
                 raise DatasetError(
@@ -173,7 +173,7 @@ def find_media(root: Path, ids) -> dict[str, tuple[Path, Path]]:
 
 
 def _load_audio(path: Path, spec: InputSpec) -> np.ndarray:
-    from service.media import decode_audio, fit_audio_window
+    from fnac.media import decode_audio, fit_audio_window
 
     return fit_audio_window(decode_audio(path, sample_rate=spec.sample_rate, name=path.name), spec.n_samples)
 
@@ -207,8 +207,8 @@ def evaluate(
     `sounding` for real sounds and each negative kind, by the service's rule (threshold and silence gate)."""
     from tqdm import tqdm
 
-    from service import postprocess
-    from service.media import MediaError
+    from fnac import postprocess
+    from fnac.media import MediaError
 
     silence_dbfs = postprocess.SILENCE_DBFS if silence_dbfs is None else silence_dbfs
 

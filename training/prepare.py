@@ -10,7 +10,7 @@ window, in training too, so that is all it needs. Store more (e.g. ``--seconds 1
 ``--audio-window random``; the loader always cuts the centred window by default, so both give the same
 reference inputs. Clips shorter than the segment are stored whole (not tiled); the loader tiles them.
 
-Decoding is :func:`service.media.decode_clip` (PyAV), the same code the service runs. Work runs in a process
+Decoding is :func:`fnac.media.decode_clip` (PyAV), the same code the service runs. Work runs in a process
 pool (``--workers``); ids whose two outputs already exist are skipped, so an interrupted run is resumed by
 running it again; every file is written to a temporary name and renamed. Failures are listed with their reason in
 ``DIR/failures.csv``; the exit status is non-zero only when every attempted video failed.
@@ -105,7 +105,7 @@ def jpeg_bytes(frame: np.ndarray, quality: int) -> bytes:
 
 def prepare_one(job: Job, out: Path, seconds: float, sample_rate: int, jpeg_quality: int = 95) -> Outcome:
     """Decode one video and write its frame and audio; never raises for a bad video."""
-    from service.media import MediaError, clip_duration, decode_clip
+    from fnac.media import MediaError, clip_duration, decode_clip
 
     try:
         clip = decode_clip(job.video, clip_seconds=seconds, sample_rate=sample_rate, name=str(job.video))

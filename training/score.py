@@ -12,7 +12,7 @@ their relative path) and one JSON line: ``id``, ``source``, ``time`` (clips: the
 ``null`` for a frame + audio pair without ``--stride``), ``width``/``height`` of the original frame, ``score``
 (raw cosine), ``sounding``, ``boxes`` in original pixels (``x1``/``y1`` exclusive), ``heatmap`` (the model's raw
 h x w map, cosine / tau, rounded), ``png`` (when written), ``model`` and ``error``. With ``--stride S`` each
-item gives one line per window (every S seconds, see `service.media.sweep_times`) with ``window`` and
+item gives one line per window (every S seconds, see `fnac.media.sweep_times`) with ``window`` and
 ``windows``. An item that cannot be scored gets a line with ``error: {code, message}``: it is recorded, never
 skipped, and the run carries on.
 
@@ -50,9 +50,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fnac import media, postprocess
+from fnac.runtime import FALLBACK_SOUNDING_THRESHOLD, ModelError, ModelRuntime
 from model.atomic import atomic_path, atomic_write_bytes
-from service import media, postprocess
-from service.runtime import FALLBACK_SOUNDING_THRESHOLD, ModelError, ModelRuntime
 from training.layout import VIDEO_SUFFIXES, frames_and_audio
 from training.prepare import find_videos
 
@@ -649,7 +649,7 @@ def score_items(
     `output` and skipping ids already there. Returns the run's summary.
 
     `sounding_threshold` defaults to the model's calibrated value (else the service's fallback); boxes and
-    normalisation follow `service.postprocess`. `on_item(id)` is called after each item's lines are written.
+    normalisation follow `fnac.postprocess`. `on_item(id)` is called after each item's lines are written.
     """
     started = time.perf_counter()
     if items and not isinstance(items[0], Item):

@@ -8,11 +8,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from fnac.runtime import ModelRuntime
 from service.batcher import MicroBatcher
 from service.config import Settings
 from service.decoding import DecodePool, ModelSpec
 from service.errors import ApiError
-from service.runtime import ModelRuntime
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Bugs the reliability suite found, pinned at the function level (service/media.py, service/decoding.py)."""
+"""Bugs the reliability suite found, pinned at the function level (fnac/media.py, service/decoding.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import malformed
-from service import media
+from fnac import media
 from service.decoding import ModelSpec, decode_image_audio_upload
 
 SPEC = ModelSpec(

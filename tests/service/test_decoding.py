@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from fnac.media import MediaError
 from service.decoding import DecodeFailed, DecodePool, PoolBusy
-from service.media import MediaError
 
 pytestmark = pytest.mark.anyio
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service import postprocess
+from fnac import postprocess
+from fnac.runtime import ModelRuntime
 from service.config import DEFAULT_MODEL
-from service.runtime import ModelRuntime
 
 N_SCENES = 48
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service import media
+from fnac import media
 from tests.service.conftest import encode_audio, encode_image, make_clip, tone
 
 # ---------------------------------------------------------------------------------------------- images
@@ -314,7 +314,7 @@ def test_decode_image_from_file_object_path(tmp_path):
 def test_fast_wav_reader_is_sample_identical_to_the_ffmpeg_path(tmp_path, channels, rate):
     import wave
 
-    from service.media import _decode_audio_stream, _open, read_pcm_wav
+    from fnac.media import _decode_audio_stream, _open, read_pcm_wav
 
     pcm = (np.random.default_rng(0).uniform(-1, 1, (rate, channels)) * 32767).astype("<i2")
     path = tmp_path / "clip.wav"
@@ -336,7 +336,7 @@ def test_fast_wav_reader_enforces_the_duration_limit():
     import io
     import wave
 
-    from service.media import MediaTooLarge, decode_audio
+    from fnac.media import MediaTooLarge, decode_audio
 
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as w:

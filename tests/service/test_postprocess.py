@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage  # test-only: an independent connected-components implementation
 
-from service import postprocess
+from fnac import postprocess
 
 
 def test_upsample_keeps_values_and_size():

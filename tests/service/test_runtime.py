@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from service import runtime
-from service.runtime import ModelError, ModelMetadata, ModelRuntime
+from fnac import runtime
+from fnac.runtime import ModelError, ModelMetadata, ModelRuntime
 from tests.service.conftest import build_toy_model, toy_heatmap
 
 

@@ -231,7 +231,7 @@ def _official_rows(runtime, synth_dir, alpha, interpolation):
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
 def test_ogl_model_reports_the_three_official_rows(tmp_path, synth_dir, tiny_ogl_onnx_model, interpolation):
-    from service.runtime import ModelRuntime
+    from fnac.runtime import ModelRuntime
 
     report_path = tmp_path / "ogl.json"
     args = [

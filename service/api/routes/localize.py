@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from service import metrics, postprocess
+from fnac import postprocess
+from service import metrics
 from service.api.deps import ApiKey, ServiceDep, ServiceState
 from service.batcher import Prediction
 from service.decoding import DecodedUpload, decode_image_audio_upload, decode_video_upload

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service import media
+from fnac import media
 from tests.service.conftest import (
     TOY_SOUNDING_THRESHOLD,
     TOY_TAU,
@@ -410,7 +410,7 @@ async def test_api_keys(toy_onnx_model):
 
 
 async def test_decoded_inputs_match_the_library(live):
-    """The service feeds the model exactly what service.media produces (one preprocessing path)."""
+    """The service feeds the model exactly what fnac.media produces (one preprocessing path)."""
     from tests.service.conftest import toy_heatmap
 
     frame = frame_with_square(200, 150, (30, 30, 90, 100))
@@ -429,7 +429,7 @@ async def test_decoded_inputs_match_the_library(live):
 
 
 async def test_sounding_follows_the_models_threshold_not_the_fallback(live):
-    from service.runtime import FALLBACK_SOUNDING_THRESHOLD
+    from fnac.runtime import FALLBACK_SOUNDING_THRESHOLD
 
     # A quiet tone: the toy score (its loudness factor, 0.4) lies between the model's calibrated threshold
     # (0.3) and the fallback for uncalibrated models (0.5).

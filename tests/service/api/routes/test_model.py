@@ -50,7 +50,7 @@ async def test_the_calibration_record_is_shown(tmp_path):
 
 
 async def test_uncalibrated_model_uses_the_documented_fallback(tmp_path):
-    from service.runtime import FALLBACK_SOUNDING_THRESHOLD
+    from fnac.runtime import FALLBACK_SOUNDING_THRESHOLD
 
     model = build_toy_model(tmp_path / "uncalibrated.onnx", sounding_threshold=None)
     async with serve_app(model) as app:
