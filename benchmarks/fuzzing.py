@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from benchmarks import malformed
 from fnac import media
-from service.decoding import ModelSpec, decode_image_audio_upload, decode_video_upload
+from fnac.pipeline import InputSpec, decode_image_audio, decode_video
 
-SPEC = ModelSpec(
+SPEC = InputSpec(
     image_size=32, sample_rate=16000, clip_seconds=1.0, max_seconds=20.0, max_pixels=4_000_000, max_windows=16
 )
 
@@ -89,11 +89,9 @@ def mutated(draw, family: tuple[str, ...] | None = None) -> bytes:
 
 
 def check_video(data: bytes, stride: float | None) -> bool:
-    """decode_video_upload (decode + resize): model-shaped arrays (True) or MediaError (False)."""
+    """decode_video (decode + resize): model-shaped arrays (True) or MediaError (False)."""
     try:
-        decoded = decode_video_upload(
-            data, name="fuzz.mp4", spec=SPEC, t=None, stride=stride, keep_frame=False
-        )
+        decoded = decode_video(data, SPEC, stride=stride, name="fuzz.mp4")
     except media.MediaError:
         return False
     size, n = SPEC.image_size, SPEC.n_samples
@@ -105,23 +103,17 @@ def check_video(data: bytes, stride: float | None) -> bool:
 
 
 def check_image_audio(image: bytes, audio: bytes) -> bool:
-    """decode_image_audio_upload (decode, resample, window, resize): model-shaped arrays (True) or MediaError
+    """decode_image_audio (decode, resample, window, resize): model-shaped arrays (True) or MediaError
     (False)."""
     try:
-        decoded = decode_image_audio_upload(
-            image,
-            audio,
-            image_name="fuzz.png",
-            audio_name="fuzz.wav",
-            spec=SPEC,
-            t=None,
-            stride=None,
-            keep_frame=True,
+        decoded = decode_image_audio(
+            image, audio, SPEC, keep_frames=True, image_name="fuzz.png", audio_name="fuzz.wav"
         )
     except media.MediaError:
         return False
     assert decoded.images[0].shape == (SPEC.image_size, SPEC.image_size, 3)
-    assert decoded.frame.ndim == 3 and decoded.frame.shape[2] == 3 and decoded.frame.dtype == np.uint8
+    frame = decoded.frames[0]
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8
     assert decoded.audio[0].shape == (SPEC.n_samples,) and np.isfinite(decoded.audio[0]).all()
     return True
 

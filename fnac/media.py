@@ -12,6 +12,7 @@ import math
 import os
 import warnings
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -51,9 +52,9 @@ class ClipWindow:
     """One model input cut from a clip: the frame shown at `time` and the audio window centred on it."""
 
     time: float  # seconds from the start of the clip
-    frame: np.ndarray  # uint8 [H, W, 3] RGB, original resolution (or [S, S, 3] when image_size was given)
+    frame: np.ndarray  # uint8 [H, W, 3] RGB as displayed, full resolution (or [S, S, 3] with image_size)
     audio: np.ndarray  # float32 [n_samples], mono, in [-1, 1]
-    frame_size: tuple[int, int]  # (height, width) of the frame as stored in the clip
+    frame_size: tuple[int, int]  # (height, width) of the frame as a player displays it
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -398,12 +399,61 @@ def _decode_windows(
     ], duration
 
 
+def iter_frames(
+    source: Source,
+    *,
+    start: float = 0.0,
+    end: float | None = None,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str = "upload",
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Every frame of a clip's video stream starting in [start, end) (end None: to the last frame), in order,
+    as (time in seconds from the start of the clip, uint8 [H, W, 3] RGB upright as displayed).
+
+    For renderers: one frame at a time, so memory stays flat on long clips. The limits are checked before the
+    first frame is decoded, as in `decode_clip`.
+    """
+    with _open(source, name) as container:
+        stream = _video_stream(container, name)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > max_pixels:
+            raise MediaTooLarge(
+                "frame_too_large",
+                f"video frames in '{name}' are {width}x{height}; the limit is {max_pixels} pixels",
+            )
+        duration = _reported_duration(container)
+        if duration is not None and duration > max_seconds:
+            raise MediaTooLarge(
+                "clip_too_long", f"clip '{name}' lasts {duration:.1f} s; the limit is {max_seconds:g} s"
+            )
+        offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        try:
+            if start > 0:
+                container.seek(int((offset + start) / stream.time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                frame_time = frame.time - offset
+                if frame_time > max_seconds:
+                    raise MediaTooLarge(
+                        "clip_too_long", f"clip '{name}' is longer than the limit of {max_seconds:g} s"
+                    )
+                if frame_time < start - 1e-6:
+                    continue
+                if end is not None and frame_time >= end - 1e-6:
+                    break
+                yield frame_time, upright(frame.to_ndarray(format="rgb24"), display_orientation(frame))
+        except av.FFmpegError as exc:
+            raise MediaError("corrupt_media", f"video in '{name}' could not be decoded: {exc}") from None
+
+
 def _frames_at(container, stream, times: list[float], image_size: int | None, name: str):
-    """The frame shown at each time (the last frame starting at or before it), with its stored (height,
-    width); `times` ascending."""
+    """The frame shown at each time (the last frame starting at or before it), upright as a player shows it,
+    with its displayed (height, width); `times` ascending."""
 
     def convert(frame) -> tuple[np.ndarray, tuple[int, int]]:
-        rgb = frame.to_ndarray(format="rgb24")
+        rgb = upright(frame.to_ndarray(format="rgb24"), display_orientation(frame))
         return (rgb if image_size is None else resize_image(rgb, image_size)), rgb.shape[:2]
 
     start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
@@ -431,6 +481,67 @@ def _frames_at(container, stream, times: list[float], image_size: int | None, na
     while len(frames) < len(times):  # times past the last frame show the last frame
         frames.append(convert(shown[1]))
     return frames
+
+
+# ---------------------------------------------------------------------------------------------- orientation
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How a stored video frame becomes the picture a player shows, from the stream's display matrix (the
+    `rotate` tag phones write): transpose first, then mirror rows and/or columns. Together these express the
+    four quarter turns and their mirror images; the identity is `Orientation()`."""
+
+    transpose: bool = False
+    flip_rows: bool = False  # upside down (vertical mirror)
+    flip_cols: bool = False  # left-right mirror
+
+    @property
+    def is_identity(self) -> bool:
+        return not (self.transpose or self.flip_rows or self.flip_cols)
+
+
+def orientation_from_matrix(matrix) -> Orientation:
+    """The `Orientation` of an FFmpeg display matrix (9 int32 in AV_PKT_DATA_DISPLAYMATRIX layout).
+
+    FFmpeg's rule (libavutil/display.h): the upper-left block [[a, b], [c, d]] sends a stored pixel (x, y)
+    to the displayed (a x + c y, b x + d y), up to a shift, in pixel coordinates (x right, y down); the
+    FFmpeg CLI's autorotation applies the same rule, and it is what a stream's `rotation` in ffprobe means.
+    Rotations that are not quarter turns snap to the nearest one (phones do not write them).
+    """
+    a, b, c, d = (float(v) for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
+    if abs(a) + abs(d) >= abs(b) + abs(c):  # no quarter turn: x' = a x, y' = d y
+        return Orientation(False, d < 0, a < 0)
+    # A quarter turn: x' = c y, y' = b x, so the stored rows become displayed columns.
+    return Orientation(True, b < 0, c < 0)
+
+
+def display_orientation(frame) -> Orientation:
+    """The orientation a decoded PyAV `VideoFrame` carries (its DISPLAYMATRIX side data; FFmpeg copies the
+    stream's matrix onto every frame); `Orientation()` when there is none or it is unreadable."""
+    try:
+        side_data = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    except Exception:  # a PyAV without typed side data, or a damaged entry: show the frame as stored
+        return Orientation()
+    if side_data is None:
+        return Orientation()
+    raw = bytes(side_data)
+    if len(raw) < 36:
+        return Orientation()
+    return orientation_from_matrix(np.frombuffer(raw[:36], dtype="<i4"))
+
+
+def upright(image: np.ndarray, orientation: Orientation) -> np.ndarray:
+    """A stored frame [H, W, ...] as displayed (a contiguous copy, or `image` itself for the identity)."""
+    if orientation.is_identity:
+        return image
+    if orientation.transpose:
+        image = image.swapaxes(0, 1)
+    if orientation.flip_rows:
+        image = image[::-1]
+    if orientation.flip_cols:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

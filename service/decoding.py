@@ -2,8 +2,9 @@
 
 Decoders (FFmpeg, image codecs) run on untrusted bytes, so they run in separate processes: a crash
 (segfault, OOM kill) or a hang costs one request and one worker, which is killed and replaced; the server
-carries on. Each job has a hard time limit. The request-level jobs (`decode_video_upload`,
-`decode_image_audio_upload`) also do the resizing, so only model-sized arrays come back.
+carries on. Each job has a hard time limit. The jobs are the pipeline's decode stages
+(`fnac.pipeline.decode_video`, `fnac.pipeline.decode_image_audio`), which also do the resizing, so only
+model-sized arrays come back.
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ import multiprocessing
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-
-import numpy as np
 
 from fnac import media
 
@@ -25,115 +23,6 @@ log = logging.getLogger("fnac.decoding")
 
 class DecodeFailed(media.MediaError):
     """The decoder timed out, crashed or failed unexpectedly on this upload."""
-
-
-# ---------------------------------------------------------------------------------------------- jobs
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the model needs from decoding (from the ONNX metadata) and the input limits (from settings)."""
-
-    image_size: int
-    sample_rate: int
-    clip_seconds: float
-    max_seconds: float
-    max_pixels: int
-    max_windows: int
-
-    @property
-    def n_samples(self) -> int:
-        return round(self.sample_rate * self.clip_seconds)
-
-
-@dataclass(frozen=True)
-class DecodedUpload:
-    times: list[float | None]  # window centre per model input (None: image + audio without a time)
-    images: list[np.ndarray]  # uint8 [S, S, 3] per input
-    audio: list[np.ndarray]  # float32 [N] per input
-    frame_size: tuple[int, int]  # (height, width) of the uploaded frame
-    frame: np.ndarray | None  # the original frame, only when asked for (PNG rendering)
-    duration: float | None  # clip / audio duration in seconds
-
-
-def decode_video_upload(
-    data: bytes, *, name: str, spec: ModelSpec, t: float | None, stride: float | None, keep_frame: bool
-) -> DecodedUpload:
-    """A clip upload: one window at `t` (default the middle) or a sweep every `stride` seconds."""
-    common = dict(
-        clip_seconds=spec.clip_seconds,
-        sample_rate=spec.sample_rate,
-        max_seconds=spec.max_seconds,
-        max_pixels=spec.max_pixels,
-        name=name,
-    )
-    if stride is not None:  # frames resized as they are decoded: a long sweep stays small in memory
-        windows, duration = media.decode_clip_sweep(
-            data, stride=stride, max_windows=spec.max_windows, image_size=spec.image_size, **common
-        )
-        images = [w.frame for w in windows]
-    else:
-        windows = [media.decode_clip(data, t=t, **common)]
-        images = [media.resize_image(windows[0].frame, spec.image_size)]
-        duration = None
-    return DecodedUpload(
-        times=[w.time for w in windows],
-        images=images,
-        audio=[w.audio for w in windows],
-        frame_size=windows[0].frame_size,
-        frame=windows[0].frame if keep_frame and stride is None else None,
-        duration=duration,
-    )
-
-
-def decode_image_audio_upload(
-    image_data: bytes,
-    audio_data: bytes,
-    *,
-    image_name: str,
-    audio_name: str,
-    spec: ModelSpec,
-    t: float | None,
-    stride: float | None,
-    keep_frame: bool,
-) -> DecodedUpload:
-    """A still image + an audio file: the window centred in the audio (or at `t`), or a sweep over the audio."""
-    frame = media.open_image(image_data, max_pixels=spec.max_pixels, name=image_name)
-    wave = media.decode_audio(
-        audio_data, sample_rate=spec.sample_rate, max_seconds=spec.max_seconds, name=audio_name
-    )
-    duration = wave.size / spec.sample_rate
-    if stride is not None:
-        n = media.sweep_count(duration, clip_seconds=spec.clip_seconds, stride=stride)
-        if n > spec.max_windows:
-            raise media.MediaTooLarge(
-                "too_many_windows",
-                f"a sweep of '{audio_name}' every {stride:g} s gives {n:g} windows; the limit is "
-                f"{spec.max_windows}, use a larger stride",
-            )
-        times = media.sweep_times(duration, clip_seconds=spec.clip_seconds, stride=stride)
-    elif t is not None:
-        if t > duration:
-            raise media.MediaError(
-                "time_out_of_range", f"t={t:g} s is past the end of '{audio_name}' ({duration:.3f} s)"
-            )
-        times = [t]
-    else:
-        times = [None]
-    image = media.resize_image(frame, spec.image_size)
-    height, width = frame.height, frame.width
-    windows = [
-        media.fit_audio_window(wave, spec.n_samples, None if time is None else round(time * spec.sample_rate))
-        for time in times
-    ]
-    return DecodedUpload(
-        times=times,
-        images=[image] * len(windows),
-        audio=windows,
-        frame_size=(height, width),
-        frame=np.array(frame, dtype=np.uint8) if keep_frame else None,
-        duration=duration,
-    )
 
 
 def ping() -> int:

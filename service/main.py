@@ -10,12 +10,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from fnac.runtime import FALLBACK_SOUNDING_THRESHOLD, ModelError, ModelRuntime
+from fnac.pipeline import InputSpec, sounding_threshold_for
+from fnac.runtime import ModelError, ModelRuntime
 from service.api.deps import ServiceState
 from service.api.routes import demo, health, localize, model
 from service.batcher import MicroBatcher
 from service.config import Settings
-from service.decoding import DecodePool, ModelSpec
+from service.decoding import DecodePool
 from service.errors import install_handlers
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 
@@ -34,20 +35,9 @@ async def load_service(settings: Settings) -> ServiceState:
     )
     await asyncio.to_thread(runtime.warm_up, tuple(sorted({1, settings.max_batch})))
     meta = runtime.metadata
-    if settings.sounding_threshold is not None:
-        threshold, source = settings.sounding_threshold, "settings"
-    elif meta.sounding_threshold is not None:
-        threshold, source = meta.sounding_threshold, "metadata"
-    else:
-        threshold, source = FALLBACK_SOUNDING_THRESHOLD, "fallback"
-        log.warning(
-            "model has no calibrated sounding_threshold; using the fallback %.2f (set FNAC_SOUNDING_THRESHOLD)",
-            threshold,
-        )
-    spec = ModelSpec(
-        image_size=meta.image_size,
-        sample_rate=meta.sample_rate,
-        clip_seconds=meta.clip_seconds,
+    threshold, source = sounding_threshold_for(meta, settings.sounding_threshold)
+    spec = InputSpec.for_model(
+        meta,
         max_seconds=settings.max_clip_seconds,
         max_pixels=settings.max_image_pixels,
         max_windows=settings.max_windows,

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fnac import media, postprocess
+from fnac import media, pipeline, postprocess
 from fnac.runtime import FALLBACK_SOUNDING_THRESHOLD, ModelError, ModelRuntime
 from model.atomic import atomic_path, atomic_write_bytes
 from training.layout import VIDEO_SUFFIXES, frames_and_audio
@@ -552,12 +552,8 @@ def _item_lines(
     heatmaps: np.ndarray,
     scores: np.ndarray,
     *,
-    runtime: ModelRuntime,
+    post: pipeline.PostOptions,
     model: dict[str, str],
-    sounding_threshold: float,
-    silence_dbfs: float,
-    box_threshold: float,
-    box_min_area: float,
     heatmap_decimals: int | None,
     png_dir: Path | None,
     png_kind: str,
@@ -566,18 +562,16 @@ def _item_lines(
     height, width = decoded.frame_size
     lines = []
     for k, (time_s, heatmap, score) in enumerate(zip(decoded.times, heatmaps, scores, strict=True)):
-        located = postprocess.localize(
-            heatmap, (height, width), tau=runtime.metadata.tau, threshold=box_threshold, min_area=box_min_area
-        )
-        level = postprocess.audio_level_dbfs(decoded.audio[k])
+        window = pipeline.localize_window(heatmap, float(score), decoded.audio[k], (height, width), post)
         png_path = None
         if png_dir is not None:
             name = _safe_name(item.id) + (f"_w{k:04d}" if windowed else "") + ".png"
             png_path = png_dir / name
+            normalized = pipeline.display_map(heatmap, (height, width))
             if png_kind == "heatmap":
-                png = postprocess.heatmap_png(located.normalized)
+                png = postprocess.heatmap_png(normalized)
             else:
-                png = postprocess.overlay_png(decoded.frames[k], located.normalized, located.boxes)
+                png = postprocess.overlay_png(decoded.frames[k], normalized, window.boxes)
             atomic_write_bytes(png_path, png)
         line = {
             "id": item.id,
@@ -589,12 +583,12 @@ def _item_lines(
         line |= {
             "width": int(width),
             "height": int(height),
-            "score": round(float(score), 6),
-            "sounding": postprocess.is_sounding(float(score), level, sounding_threshold, silence_dbfs),
-            "audio_level_dbfs": round(level, 2),
+            "score": round(window.score, 6),
+            "sounding": window.sounding,
+            "audio_level_dbfs": round(window.audio_level_dbfs, 2),
             "boxes": [
                 {"x0": b.x0, "y0": b.y0, "x1": b.x1, "y1": b.y1, "score": round(b.score, 6)}
-                for b in located.boxes
+                for b in window.boxes
             ],
         }
         if heatmap_decimals is not None:
@@ -637,6 +631,7 @@ def score_items(
     silence_dbfs: float = postprocess.SILENCE_DBFS,
     box_threshold: float = 0.5,
     box_min_area: float = 0.005,
+    boxes: str = "sounding",
     max_seconds: float = media.DEFAULT_MAX_SECONDS,
     max_windows: int = 1000,
     retry_failed: bool = False,
@@ -662,6 +657,8 @@ def score_items(
         raise ScoreError("--batch-size must be at least 1")
     if png not in ("overlay", "heatmap"):
         raise ScoreError(f"--png must be 'overlay' or 'heatmap', not {png!r}")
+    if boxes not in pipeline.BOXES_MODES:
+        raise ScoreError(f"--boxes must be 'sounding' or 'always', not {boxes!r}")
     runtime = model if isinstance(model, ModelRuntime) else _load_model(model, providers, threads)
     meta = runtime.metadata
     if sounding_threshold is None:
@@ -697,12 +694,15 @@ def score_items(
 
         bar = tqdm(total=len(todo), desc="score", unit="item", dynamic_ncols=True, file=sys.stderr)
     post = dict(
-        runtime=runtime,
+        post=pipeline.PostOptions(
+            tau=meta.tau,
+            sounding_threshold=sounding_threshold,
+            silence_dbfs=silence_dbfs,
+            box_threshold=box_threshold,
+            box_min_area=box_min_area,
+            boxes=boxes,
+        ),
         model=model_info,
-        sounding_threshold=sounding_threshold,
-        silence_dbfs=silence_dbfs,
-        box_threshold=box_threshold,
-        box_min_area=box_min_area,
         heatmap_decimals=heatmap_decimals,
         png_dir=png_path,
         png_kind=png,
@@ -862,6 +862,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--box-threshold", type=float, default=0.5, help="on the normalised heatmap (default 0.5)")
     p.add_argument("--box-min-area", type=float, default=0.005, help="smallest box, fraction of the frame")
     p.add_argument(
+        "--boxes",
+        choices=pipeline.BOXES_MODES,
+        default="sounding",
+        help="sounding (default): no boxes for a window that is not sounding; always: boxes for every window",
+    )
+    p.add_argument(
         "--max-seconds",
         type=float,
         default=media.DEFAULT_MAX_SECONDS,
@@ -943,6 +949,7 @@ def _run(args: argparse.Namespace) -> int:
         silence_dbfs=args.silence_dbfs,
         box_threshold=args.box_threshold,
         box_min_area=args.box_min_area,
+        boxes=args.boxes,
         max_seconds=args.max_seconds,
         max_windows=args.max_windows,
         retry_failed=args.retry_failed,

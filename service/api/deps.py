@@ -8,10 +8,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from fnac.pipeline import InputSpec
 from fnac.runtime import ModelRuntime
 from service.batcher import MicroBatcher
 from service.config import Settings
-from service.decoding import DecodePool, ModelSpec
+from service.decoding import DecodePool
 from service.errors import ApiError
 
 
@@ -23,7 +24,7 @@ class ServiceState:
     runtime: ModelRuntime
     batcher: MicroBatcher
     decode_pool: DecodePool
-    spec: ModelSpec
+    spec: InputSpec
     sounding_threshold: float
     sounding_threshold_source: str  # "metadata" | "settings" | "fallback"
 

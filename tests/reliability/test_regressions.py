@@ -1,4 +1,4 @@
-"""Bugs the reliability suite found, pinned at the function level (fnac/media.py, service/decoding.py)."""
+"""Bugs the reliability suite found, pinned at the function level (fnac/media.py, fnac/pipeline.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 
 from benchmarks import malformed
 from fnac import media
-from service.decoding import ModelSpec, decode_image_audio_upload
+from fnac.pipeline import InputSpec, decode_image_audio
 
-SPEC = ModelSpec(
+SPEC = InputSpec(
     image_size=32, sample_rate=16000, clip_seconds=3.0, max_seconds=60.0, max_pixels=10**6, max_windows=16
 )
 
@@ -28,15 +28,13 @@ def test_a_tiny_stride_is_refused_before_any_window_is_built(stride):
         )
     assert raised.value.code == "too_many_windows"
     with pytest.raises(media.MediaTooLarge):
-        decode_image_audio_upload(
+        decode_image_audio(
             malformed.encode_image(),
             malformed.tone_wav(6.0),
+            SPEC,
+            stride=stride,
             image_name="f.png",
             audio_name="a.wav",
-            spec=SPEC,
-            t=None,
-            stride=stride,
-            keep_frame=False,
         )
     assert time.perf_counter() - started < 5
 

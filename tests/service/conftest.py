@@ -237,3 +237,52 @@ def encode_image(image: np.ndarray | Image.Image, fmt: str = "PNG", **save_args)
     buffer = io.BytesIO()
     img.save(buffer, format=fmt, **save_args)
     return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- orientation
+
+
+def _ffmpeg(*args: str) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("the ffmpeg CLI is missing: run scripts/system_deps.sh")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *args], check=True)
+
+
+def rotated_copy(clip: bytes, degrees: int, tmp_path: Path) -> bytes:
+    """`clip` with a rotate tag, as phones store portrait video: same packets, plus a display matrix that the
+    ffmpeg CLI writes (`-metadata:s:v:0 rotate=N`; N counter-clockwise, as ffprobe's `rotation`)."""
+    source, target = tmp_path / "stored.mp4", tmp_path / f"rotate{degrees}.mp4"
+    source.write_bytes(clip)
+    _ffmpeg("-i", str(source), "-c", "copy", "-metadata:s:v:0", f"rotate={degrees}", str(target))
+    return target.read_bytes()
+
+
+def mirrored_copy(clip: bytes, degrees: int, *, hflip: bool = False, vflip: bool = False) -> bytes:
+    """`clip` remuxed by PyAV with a display matrix of a rotation and mirrors (the ffmpeg 5.1 CLI cannot
+    write mirrors)."""
+    source, buffer = av.open(io.BytesIO(clip)), io.BytesIO()
+    with source, av.open(buffer, "w", format="mp4") as out:
+        streams = {}
+        for stream in (source.streams.video[0], source.streams.audio[0]):
+            streams[stream.index] = out.add_stream_from_template(stream)
+        streams[source.streams.video[0].index].set_display_rotation(degrees, hflip=hflip, vflip=vflip)
+        for packet in source.demux():
+            if packet.dts is None:  # the demuxer's end-of-stream packets
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+def upright_copy(clip: bytes, tmp_path: Path) -> bytes:
+    """A re-encode of `clip` by the ffmpeg CLI, which applies the display matrix (autorotation): the clip as
+    a player shows it, stored upright, nearly lossless."""
+    source, target = tmp_path / "tagged.mp4", tmp_path / "upright.mp4"
+    source.write_bytes(clip)
+    _ffmpeg(
+        "-i", str(source), "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv444p", "-c:a", "copy", str(target)
+    )
+    return target.read_bytes()

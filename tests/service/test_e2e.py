@@ -131,7 +131,7 @@ def test_missing_model_fails_at_startup_with_a_clear_message(tmp_path):
 
 def test_service_modules_do_not_import_torch():
     code = (
-        "import sys, service.main, service.cli, service.decoding, fnac.media, fnac.postprocess;"
+        "import sys, service.main, service.cli, service.decoding, fnac.media, fnac.postprocess, fnac.pipeline;"
         "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)

@@ -137,7 +137,8 @@ def test_every_item_gets_one_line_with_the_documented_fields(scored, tiny_onnx_m
         assert heatmap.ndim == 2 and heatmap.shape[0] >= 1
         # score is max(heatmap) × τ (the ONNX contract); the heatmap is rounded to 4 decimals
         assert line["score"] == pytest.approx(heatmap.max() * tau, abs=1e-3)
-        assert line["boxes"], "a non-constant heatmap has at least one box"
+        # A non-constant heatmap has at least one box, shown only when the window is sounding.
+        assert bool(line["boxes"]) == line["sounding"]
         for box in line["boxes"]:
             assert 0 <= box["x0"] < box["x1"] <= line["width"]
             assert 0 <= box["y0"] < box["y1"] <= line["height"]
@@ -148,6 +149,17 @@ def test_every_item_gets_one_line_with_the_documented_fields(scored, tiny_onnx_m
     assert lines["pair_a"]["source"]["image"].endswith("frames/pair_a.jpg")
     assert lines["pair_a"]["source"]["audio"].endswith("audio/pair_a.wav")
     assert lines["clip_b"]["source"]["video"].endswith("sub/clip_b.mp4")
+
+
+def test_boxes_always_gives_boxes_for_windows_that_are_not_sounding(media, tiny_onnx_model, tmp_path):
+    out = tmp_path / "always.jsonl"
+    args = ["score", "--model", str(tiny_onnx_model), str(media["data"]), "--no-progress"]
+    assert fnac_main([*args, "--sounding-threshold", "1.5", "--boxes", "always", "-o", str(out)]) == 0
+    lines = read_jsonl(out)
+    assert lines and all(not line["sounding"] and line["boxes"] for line in lines)
+    default = tmp_path / "default.jsonl"
+    assert fnac_main([*args, "--sounding-threshold", "1.5", "-o", str(default)]) == 0
+    assert all(line["boxes"] == [] for line in read_jsonl(default))
 
 
 def test_score_matches_a_direct_model_run(scored, media, tiny_onnx_model):

@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from fnac import postprocess
+from fnac import pipeline, postprocess
+from fnac.pipeline import DecodedInput, PostOptions, WindowResult
 from service import metrics
 from service.api.deps import ApiKey, ServiceDep, ServiceState
 from service.batcher import Prediction
-from service.decoding import DecodedUpload, decode_image_audio_upload, decode_video_upload
 from service.errors import ApiError
 from service.schemas import Box, ErrorBody, Heatmap, Localization, LocalizeResponse, SweepResponse, Timings
 
@@ -40,6 +40,10 @@ class LocalizeOptions(BaseModel):
     stride: float | None = Field(None, gt=0, description="sweep the whole clip, one window every stride s")
     heatmap_png: bool = Field(False, description="JSON: include the upsampled heatmap as base64 PNG")
     box_threshold: float | None = Field(None, ge=0, le=1, description="override FNAC_BOX_THRESHOLD")
+    boxes: Literal["sounding", "always"] = Field(
+        "sounding",
+        description="sounding: boxes only for a sounding window ([] otherwise); always: boxes anyway",
+    )
 
 
 OPTION_FIELDS = set(LocalizeOptions.model_fields)
@@ -129,24 +133,20 @@ async def localize(request: Request, service: ServiceDep):
     predictions = await service.batcher.predict_many(decoded.images, decoded.audio)
     inferred = time.perf_counter()
 
-    threshold = settings.box_threshold if options.box_threshold is None else options.box_threshold
+    post = _post_options(service, options)
     if fmt == "png":
-        png = await run_in_threadpool(_render_png, service, decoded, predictions[0], threshold, options.png)
+        png, window = await run_in_threadpool(_render_png, decoded, predictions[0], post, options.png)
         return Response(
             png,
             media_type="image/png",
             headers={
-                "X-FNAC-Score": f"{predictions[0].score:.6f}",
-                "X-FNAC-Sounding": str(
-                    _sounding(service, predictions[0].score, postprocess.audio_level_dbfs(decoded.audio[0]))
-                ).lower(),
+                "X-FNAC-Score": f"{window.score:.6f}",
+                "X-FNAC-Sounding": str(window.sounding).lower(),
                 "X-FNAC-Model": service.runtime.model_id,
             },
         )
 
-    windows = await run_in_threadpool(
-        _localizations, service, decoded, predictions, threshold, options.heatmap_png
-    )
+    windows = await run_in_threadpool(_localizations, decoded, predictions, post, options.heatmap_png)
     finished = time.perf_counter()
     timings = Timings(
         decode_ms=(decode_done - decode_started) * 1000,
@@ -212,17 +212,21 @@ async def _read(upload: UploadFile, field: str) -> tuple[bytes, str]:
     return data, name
 
 
-async def _decode(
-    service: ServiceState, uploads, options: LocalizeOptions, keep_frame: bool
-) -> DecodedUpload:
-    common = {"spec": service.spec, "t": options.t, "stride": options.stride, "keep_frame": keep_frame}
+async def _decode(service: ServiceState, uploads, options: LocalizeOptions, keep_frame: bool) -> DecodedInput:
+    common = {"t": options.t, "stride": options.stride, "keep_frames": keep_frame}
     if "video" in uploads:
         data, name = await _read(uploads["video"], "video")
-        return await service.decode_pool.run(decode_video_upload, data, name=name, **common)
+        return await service.decode_pool.run(pipeline.decode_video, data, service.spec, name=name, **common)
     image, image_name = await _read(uploads["image"], "image")
     audio, audio_name = await _read(uploads["audio"], "audio")
     return await service.decode_pool.run(
-        decode_image_audio_upload, image, audio, image_name=image_name, audio_name=audio_name, **common
+        pipeline.decode_image_audio,
+        image,
+        audio,
+        service.spec,
+        image_name=image_name,
+        audio_name=audio_name,
+        **common,
     )
 
 
@@ -231,59 +235,62 @@ def _inference_ms(predictions: list[Prediction]) -> float:
     return sum({p.batch_id: p.inference_ms for p in predictions}.values())
 
 
-def _sounding(service: ServiceState, score: float, level_dbfs: float) -> bool:
-    return postprocess.is_sounding(
-        score, level_dbfs, service.sounding_threshold, service.settings.silence_dbfs
+def _post_options(service: ServiceState, options: LocalizeOptions) -> PostOptions:
+    settings = service.settings
+    return PostOptions(
+        tau=service.runtime.metadata.tau,
+        sounding_threshold=service.sounding_threshold,
+        silence_dbfs=settings.silence_dbfs,
+        box_threshold=settings.box_threshold if options.box_threshold is None else options.box_threshold,
+        box_min_area=settings.box_min_area,
+        boxes=options.boxes,
     )
 
 
 def _localizations(
-    service: ServiceState,
-    decoded: DecodedUpload,
-    predictions: list[Prediction],
-    threshold: float,
-    with_png: bool,
+    decoded: DecodedInput, predictions: list[Prediction], post: PostOptions, with_png: bool
 ) -> list[Localization]:
-    tau = service.runtime.metadata.tau
     results = []
     for time_s, prediction, audio in zip(decoded.times, predictions, decoded.audio, strict=True):
-        located = postprocess.localize(
-            prediction.heatmap,
-            decoded.frame_size,
-            tau=tau,
-            threshold=threshold,
-            min_area=service.settings.box_min_area,
+        window = pipeline.localize_window(
+            prediction.heatmap, prediction.score, audio, decoded.frame_size, post, time=time_s
         )
-        level = postprocess.audio_level_dbfs(audio)
-        results.append(
-            Localization(
-                time=time_s,
-                score=prediction.score,
-                sounding=_sounding(service, prediction.score, level),
-                audio_level_dbfs=round(level, 2),
-                heatmap=Heatmap(
-                    shape=list(prediction.heatmap.shape),
-                    values=np.round(prediction.heatmap.astype(np.float64), 6).tolist(),
-                    png=postprocess.png_base64(postprocess.heatmap_png(located.normalized))
-                    if with_png
-                    else None,
-                ),
-                boxes=[Box(**vars(box)) for box in located.boxes],
+        png = None
+        if with_png:
+            png = postprocess.png_base64(
+                postprocess.heatmap_png(pipeline.display_map(window.heatmap, decoded.frame_size))
             )
-        )
+        results.append(_localization(window, png))
     return results
 
 
-def _render_png(
-    service: ServiceState, decoded: DecodedUpload, prediction: Prediction, threshold: float, kind: str
-) -> bytes:
-    located = postprocess.localize(
-        prediction.heatmap,
-        decoded.frame_size,
-        tau=service.runtime.metadata.tau,
-        threshold=threshold,
-        min_area=service.settings.box_min_area,
+def _localization(window: WindowResult, png: str | None) -> Localization:
+    return Localization(
+        time=window.time,
+        score=window.score,
+        sounding=window.sounding,
+        audio_level_dbfs=round(window.audio_level_dbfs, 2),
+        heatmap=Heatmap(
+            shape=list(window.heatmap.shape),
+            values=np.round(window.heatmap.astype(np.float64), 6).tolist(),
+            png=png,
+        ),
+        boxes=[Box(**vars(box)) for box in window.boxes],
     )
+
+
+def _render_png(
+    decoded: DecodedInput, prediction: Prediction, post: PostOptions, kind: str
+) -> tuple[bytes, WindowResult]:
+    window = pipeline.localize_window(
+        prediction.heatmap,
+        prediction.score,
+        decoded.audio[0],
+        decoded.frame_size,
+        post,
+        time=decoded.times[0],
+    )
+    normalized = pipeline.display_map(window.heatmap, decoded.frame_size)
     if kind == "heatmap":
-        return postprocess.heatmap_png(located.normalized)
-    return postprocess.overlay_png(decoded.frame, located.normalized, located.boxes)
+        return postprocess.heatmap_png(normalized), window
+    return postprocess.overlay_png(decoded.frames[0], normalized, window.boxes), window

@@ -16,8 +16,10 @@ from tests.service.conftest import (
     encode_image,
     frame_with_square,
     make_clip,
+    rotated_copy,
     serve_app,
     tone,
+    upright_copy,
 )
 
 pytestmark = pytest.mark.anyio
@@ -115,6 +117,54 @@ async def test_exif_rotated_jpeg_is_localized_upright(live):
     assert (body["width"], body["height"]) == (120, 160)
     upright = (120 - SQUARE[3], SQUARE[0], 120 - SQUARE[1], SQUARE[2])  # the square after the rotation
     assert iou(body["boxes"][0], upright) > 0.7
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+async def test_clip_with_a_rotate_tag_is_localized_as_displayed(live, square_clip, degrees, tmp_path):
+    tagged = rotated_copy(square_clip, degrees, tmp_path)
+    response = await live.client.post("/localize", files={"video": ("phone.mp4", tagged)})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    turned = np.rot90(frame_with_square(160, 120, SQUARE), k=degrees // 90)  # the tag is counter-clockwise
+    assert (body["width"], body["height"]) == (turned.shape[1], turned.shape[0])
+    ys, xs = np.nonzero(turned[..., 0])
+    assert iou(body["boxes"][0], (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)) > 0.8
+    # The same answer as for the clip re-encoded upright by the ffmpeg CLI (within the encoder's error).
+    reference = (
+        await live.client.post("/localize", files={"video": ("upright.mp4", upright_copy(tagged, tmp_path))})
+    ).json()
+    assert (reference["width"], reference["height"]) == (body["width"], body["height"])
+    assert np.allclose(body["heatmap"]["values"], reference["heatmap"]["values"], atol=0.2)  # raw = cos/tau
+    assert body["score"] == pytest.approx(reference["score"], abs=0.01)
+    assert iou(body["boxes"][0], tuple(reference["boxes"][0][k] for k in ("x0", "y0", "x1", "y1"))) > 0.9
+    png = await live.client.post("/localize", params={"format": "png"}, files={"video": ("p.mp4", tagged)})
+    overlay = np.asarray(Image.open(io.BytesIO(png.content)))
+    assert overlay.shape == turned.shape
+    hot = turned[..., 0] > 0
+    assert overlay[hot, 0].mean() > 200 and overlay[~hot, 2].mean() > overlay[~hot, 0].mean()
+
+
+async def test_a_window_that_is_not_sounding_has_no_boxes_unless_asked(live):
+    # A quiet tone (-37 dBFS): above the silence level, but the toy model's score stays under its threshold,
+    # while the map still shows the square.
+    clip = make_clip([frame_with_square(160, 120, SQUARE)] * 40, tone(4.0, 16000, amplitude=0.02), rate=16000)
+    body = (await live.client.post("/localize", files={"video": ("quiet.mp4", clip)})).json()
+    assert body["sounding"] is False and -60 < body["audio_level_dbfs"] < -30
+    assert body["boxes"] == []
+    assert np.unravel_index(np.argmax(body["heatmap"]["values"]), (7, 7)) in {(2, 5), (1, 5), (2, 6)}
+    always = (
+        await live.client.post("/localize", params={"boxes": "always"}, files={"video": ("quiet.mp4", clip)})
+    ).json()
+    assert always["sounding"] is False and iou(always["boxes"][0], SQUARE) > 0.8
+    assert always["heatmap"] == body["heatmap"]
+    sweep = (
+        await live.client.post("/localize", data={"stride": "0.5"}, files={"video": ("quiet.mp4", clip)})
+    ).json()
+    assert all(window["boxes"] == [] for window in sweep["windows"])
+    png = await live.client.post("/localize", params={"format": "png"}, files={"video": ("quiet.mp4", clip)})
+    assert png.headers["x-fnac-sounding"] == "false"
+    bad = await live.client.post("/localize", params={"boxes": "never"}, files={"video": ("quiet.mp4", clip)})
+    assert_error(bad, 422, "invalid_parameter", "boxes")
 
 
 async def test_png_overlay_has_the_frame_size(live, square_clip):

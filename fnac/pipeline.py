@@ -1,0 +1,347 @@
+"""The localization pipeline: input -> decoded windows (display orientation) -> batched model -> results.
+
+Every door onto the model (the HTTP route, `fnac score`, `fnac.Localizer`, the overlay renderer) runs these
+stages and no copy of them:
+
+1. decode: `decode_video` / `decode_image_audio` turn a clip, or a still frame + audio, into model inputs
+   (`DecodedInput`): one window per time, at `t`, in the middle, or every `stride` seconds. Video frames are
+   upright as a player shows them (`fnac.media` applies the display matrix), so sizes are displayed pixels.
+2. model: `run_model` runs the windows through an ONNX `ModelRuntime` in batches (the service has its own
+   micro-batcher in front of the same `ModelRuntime.run`).
+3. post-process: `localize_window` turns one window's raw heatmap and score into a `WindowResult`: boxes in
+   displayed pixels, the `sounding` decision and the audio level. A window that is not sounding has no boxes
+   unless `boxes="always"`.
+
+No torch and no web framework here: this runs in the serving image, in decode worker processes and in a plain
+`pip install fnac[serve]`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from fnac import media, postprocess
+from fnac.postprocess import Box
+
+log = logging.getLogger("fnac.pipeline")
+
+BoxesMode = Literal["sounding", "always"]
+BOXES_MODES: tuple[str, ...] = ("sounding", "always")
+DEFAULT_MAX_WINDOWS = 1000
+
+# A frame given as pixels: uint8 [H, W, 3] RGB (as displayed), or a PIL image.
+ImageInput = media.Source | np.ndarray | Image.Image
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What decoding needs: the model's input format (from its metadata) and the input limits."""
+
+    image_size: int
+    sample_rate: int
+    clip_seconds: float
+    max_seconds: float = media.DEFAULT_MAX_SECONDS
+    max_pixels: int = media.DEFAULT_MAX_PIXELS
+    max_windows: int = DEFAULT_MAX_WINDOWS
+
+    @property
+    def n_samples(self) -> int:
+        return round(self.sample_rate * self.clip_seconds)
+
+    @classmethod
+    def for_model(cls, metadata, **limits) -> InputSpec:
+        """The spec of a model (its `ModelMetadata`), with optional limits (max_seconds, max_pixels, ...)."""
+        return cls(
+            image_size=metadata.image_size,
+            sample_rate=metadata.sample_rate,
+            clip_seconds=metadata.clip_seconds,
+            **limits,
+        )
+
+
+@dataclass(frozen=True)
+class DecodedInput:
+    """Model inputs cut from one upload: one entry per window, in time order."""
+
+    times: list[float | None]  # window centre in seconds (None: a frame + audio without a time)
+    images: list[np.ndarray]  # uint8 [S, S, 3] per window (the model's input size)
+    audio: list[np.ndarray]  # float32 [N] per window
+    frame_size: tuple[int, int]  # (height, width) of the frame as displayed
+    duration: float | None  # clip / audio duration in seconds (None for a single clip window)
+    frames: list[np.ndarray] | None = None  # the displayed full-size frame per window, when asked for
+
+
+def decode_video(
+    source: media.Source,
+    spec: InputSpec,
+    *,
+    t: float | None = None,
+    stride: float | None = None,
+    keep_frames: bool = False,
+    name: str = "upload",
+) -> DecodedInput:
+    """A clip: one window at `t` (default the middle) or a sweep every `stride` seconds.
+
+    `keep_frames` also keeps each window's full-size displayed frame (overlay PNGs); without it only
+    model-sized frames are kept, so a long sweep of large frames stays small in memory.
+    """
+    common = dict(
+        clip_seconds=spec.clip_seconds,
+        sample_rate=spec.sample_rate,
+        max_seconds=spec.max_seconds,
+        max_pixels=spec.max_pixels,
+        name=name,
+    )
+    resize_while_decoding = None if keep_frames else spec.image_size
+    duration = None
+    if stride is not None:
+        windows, duration = media.decode_clip_sweep(
+            source, stride=stride, max_windows=spec.max_windows, image_size=resize_while_decoding, **common
+        )
+    else:
+        windows = [media.decode_clip(source, t=t, image_size=resize_while_decoding, **common)]
+    images = [media.resize_image(w.frame, spec.image_size) if keep_frames else w.frame for w in windows]
+    return DecodedInput(
+        times=[w.time for w in windows],
+        images=images,
+        audio=[w.audio for w in windows],
+        frame_size=windows[0].frame_size,
+        duration=duration,
+        frames=[w.frame for w in windows] if keep_frames else None,
+    )
+
+
+def decode_image_audio(
+    image: ImageInput,
+    audio: media.Source | tuple[np.ndarray, int],
+    spec: InputSpec,
+    *,
+    t: float | None = None,
+    stride: float | None = None,
+    keep_frames: bool = False,
+    image_name: str = "image",
+    audio_name: str = "audio",
+) -> DecodedInput:
+    """A still frame + audio: the window centred in the audio (or at `t`), or a sweep every `stride` s.
+
+    `image` is a file (path or bytes; EXIF orientation applied), a uint8 [H, W, 3] RGB array or a PIL image;
+    `audio` is a file, or `(waveform, sample_rate)` with a mono (or [samples, channels]) float waveform in
+    [-1, 1]. The window count is checked against the limit before any window is built.
+    """
+    frame = _open_frame(image, spec.max_pixels, image_name)
+    wave = _load_audio(audio, spec, audio_name)
+    duration = wave.size / spec.sample_rate
+    times: list[float | None]
+    if stride is not None:
+        n = media.sweep_count(duration, clip_seconds=spec.clip_seconds, stride=stride)
+        if n > spec.max_windows:
+            raise media.MediaTooLarge(
+                "too_many_windows",
+                f"a sweep of '{audio_name}' every {stride:g} s gives {n:g} windows; the limit is "
+                f"{spec.max_windows}, use a larger stride",
+            )
+        times = list(media.sweep_times(duration, clip_seconds=spec.clip_seconds, stride=stride))
+    elif t is not None:
+        if t < 0 or t > duration:
+            raise media.MediaError(
+                "time_out_of_range", f"t={t:g} s is outside '{audio_name}' (duration {duration:.3f} s)"
+            )
+        times = [t]
+    else:
+        times = [None]  # no time: the window centred in the audio (the reference rule)
+    resized = media.resize_image(frame, spec.image_size)
+    windows = [
+        media.fit_audio_window(wave, spec.n_samples, None if time is None else round(time * spec.sample_rate))
+        for time in times
+    ]
+    # One frame serves every window: the lists hold the same array, not copies.
+    pixels = np.asarray(frame, dtype=np.uint8) if keep_frames else None
+    return DecodedInput(
+        times=times,
+        images=[resized] * len(windows),
+        audio=windows,
+        frame_size=(frame.height, frame.width),
+        duration=duration,
+        frames=[pixels] * len(windows) if keep_frames else None,
+    )
+
+
+def _open_frame(image: ImageInput, max_pixels: int, name: str) -> Image.Image:
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise media.MediaError(
+                "invalid_image",
+                f"'{name}' must be a uint8 [H, W, 3] RGB array, not {image.dtype} {image.shape}",
+            )
+        if image.shape[0] * image.shape[1] > max_pixels:
+            raise media.MediaTooLarge(
+                "image_too_large",
+                f"image '{name}' has {image.shape[0] * image.shape[1]} pixels; the limit is {max_pixels}",
+            )
+        return Image.fromarray(np.ascontiguousarray(image), mode="RGB")
+    return media.open_image(image, max_pixels=max_pixels, name=name)
+
+
+def _load_audio(audio, spec: InputSpec, name: str) -> np.ndarray:
+    if isinstance(audio, tuple):
+        waveform, rate = audio
+        waveform = np.asarray(waveform, dtype=np.float32)
+        if waveform.ndim == 2:  # [samples, channels]
+            waveform = waveform.mean(axis=1, dtype=np.float32)
+        if waveform.ndim != 1 or not waveform.size:
+            raise media.MediaError(
+                "empty_audio", f"'{name}' must be a non-empty mono or [samples, channels] waveform"
+            )
+        if not 0 < int(rate) <= media.MAX_SAMPLE_RATE:
+            raise media.MediaError("unsupported_sample_rate", f"'{name}': sample rate {rate} is not usable")
+        if waveform.size > spec.max_seconds * int(rate):
+            raise media.MediaTooLarge(
+                "audio_too_long", f"audio in '{name}' is longer than the limit of {spec.max_seconds:g} s"
+            )
+        return media.resample(waveform, int(rate), spec.sample_rate)
+    return media.decode_audio(audio, sample_rate=spec.sample_rate, max_seconds=spec.max_seconds, name=name)
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+def run_model(
+    runtime, images: Sequence[np.ndarray], audio: Sequence[np.ndarray], *, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """All windows through `runtime` (a `fnac.runtime.ModelRuntime`) in batches of at most `batch_size`:
+    heatmaps float32 [n, h, w] and scores float32 [n]."""
+    heatmaps, scores = [], []
+    for start in range(0, len(images), batch_size):
+        stop = start + batch_size
+        heatmap, score = runtime.run(np.stack(images[start:stop]), np.stack(audio[start:stop]))
+        heatmaps.append(heatmap)
+        scores.append(score)
+    return np.concatenate(heatmaps), np.concatenate(scores)
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class PostOptions:
+    """How raw model outputs become results: the model's tau, the sounding decision and the box rules."""
+
+    tau: float
+    sounding_threshold: float
+    silence_dbfs: float = postprocess.SILENCE_DBFS
+    box_threshold: float = 0.5
+    box_min_area: float = 0.005
+    boxes: BoxesMode = "sounding"  # "always": boxes even for a window that is not sounding
+
+    def __post_init__(self):
+        if self.boxes not in BOXES_MODES:
+            raise ValueError(f"boxes must be one of {', '.join(BOXES_MODES)}, not {self.boxes!r}")
+
+
+def sounding_threshold_for(metadata, override: float | None = None) -> tuple[float, str]:
+    """The sounding threshold and where it came from: `override` ("settings"), the model's calibrated value
+    ("metadata"), or the fallback ("fallback", logged once per call)."""
+    from fnac.runtime import FALLBACK_SOUNDING_THRESHOLD
+
+    if override is not None:
+        return float(override), "settings"
+    if metadata.sounding_threshold is not None:
+        return float(metadata.sounding_threshold), "metadata"
+    log.warning(
+        "model has no calibrated sounding_threshold; using the fallback %.2f", FALLBACK_SOUNDING_THRESHOLD
+    )
+    return FALLBACK_SOUNDING_THRESHOLD, "fallback"
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One window's answer. `boxes` are in displayed pixels of the frame (x1/y1 exclusive), best first; empty
+    when the window is not sounding (unless asked for with boxes="always")."""
+
+    time: float | None
+    heatmap: np.ndarray  # float32 [h, w], the model's map as it left the network (cosine / tau)
+    score: float  # raw audio-visual cosine: max of heatmap x tau
+    sounding: bool
+    audio_level_dbfs: float
+    boxes: list[Box] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A whole answer: the windows plus the clip-level facts (displayed frame size, duration)."""
+
+    width: int
+    height: int
+    duration: float | None
+    stride: float | None
+    windows: list[WindowResult]
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+
+def localize_window(
+    heatmap: np.ndarray,
+    score: float,
+    audio: np.ndarray,
+    frame_size: tuple[int, int],
+    options: PostOptions,
+    *,
+    time: float | None = None,
+) -> WindowResult:
+    """Post-process one window: the audio level, the sounding decision and (when wanted) the boxes, found on
+    the heatmap upsampled to the displayed `frame_size` (height, width)."""
+    level = postprocess.audio_level_dbfs(audio)
+    sounding = postprocess.is_sounding(float(score), level, options.sounding_threshold, options.silence_dbfs)
+    boxes: list[Box] = []
+    if sounding or options.boxes == "always":
+        boxes = postprocess.localize(
+            heatmap,
+            frame_size,
+            tau=options.tau,
+            threshold=options.box_threshold,
+            min_area=options.box_min_area,
+        ).boxes
+    return WindowResult(
+        time=time,
+        heatmap=np.asarray(heatmap, dtype=np.float32),
+        score=float(score),
+        sounding=sounding,
+        audio_level_dbfs=level,
+        boxes=boxes,
+    )
+
+
+def localize_decoded(
+    decoded: DecodedInput,
+    heatmaps: Sequence[np.ndarray],
+    scores: Sequence[float],
+    options: PostOptions,
+    *,
+    stride: float | None = None,
+) -> Result:
+    """Every window of `decoded` post-processed, with the clip-level facts."""
+    windows = [
+        localize_window(heatmap, score, audio, decoded.frame_size, options, time=time)
+        for time, heatmap, score, audio in zip(decoded.times, heatmaps, scores, decoded.audio, strict=True)
+    ]
+    height, width = decoded.frame_size
+    return Result(width=width, height=height, duration=decoded.duration, stride=stride, windows=windows)
+
+
+def display_map(heatmap: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """The map drawn on a frame: `heatmap` upsampled to `frame_size` (height, width), min-max normalised to
+    [0, 1] (the PNG and overlay rules of `fnac.postprocess`)."""
+    return postprocess.normalize(postprocess.upsample(heatmap, *frame_size))
