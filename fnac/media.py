@@ -21,6 +21,8 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
+from fnac.errors import LocalizeError
+
 Source = bytes | str | os.PathLike
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -31,16 +33,11 @@ MAX_SAMPLE_RATE = (
 _RESAMPLE_CHUNK = 65536
 
 
-class MediaError(Exception):
+class MediaError(LocalizeError):
     """A media input that cannot be used, with a stable machine-readable `code` and a human message."""
 
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __reduce__(self):  # keep code + message when crossing a process boundary
-        return (type(self), (self.code, self.message))
+    def __init__(self, code: str, message: str, status: int | None = None):
+        super().__init__(code, message, status)
 
 
 class MediaTooLarge(MediaError):

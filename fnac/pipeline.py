@@ -19,9 +19,13 @@ No torch and no web framework here: this runs in the serving image, in decode wo
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -31,6 +35,8 @@ from fnac.postprocess import Box
 
 log = logging.getLogger("fnac.pipeline")
 
+T = TypeVar("T")
+R = TypeVar("R")
 BoxesMode = Literal["sounding", "always"]
 BOXES_MODES: tuple[str, ...] = ("sounding", "always")
 DEFAULT_MAX_WINDOWS = 1000
@@ -211,6 +217,60 @@ def _load_audio(audio, spec: InputSpec, name: str) -> np.ndarray:
             )
         return media.resample(waveform, int(rate), spec.sample_rate)
     return media.decode_audio(audio, sample_rate=spec.sample_rate, max_seconds=spec.max_seconds, name=name)
+
+
+def decode_in_order(
+    jobs: Iterable[T],
+    decode: Callable[[T], R],
+    *,
+    workers: int,
+    pool: Literal["thread", "process"] = "thread",
+    on_crash: Callable[[T], R],
+) -> Iterator[tuple[T, R]]:
+    """`decode(job)` for every job, `workers` at a time (0: inline), yielding (job, result) in input order with
+    a bounded number in flight (memory stays flat over any number of jobs).
+
+    With ``pool="process"`` (`decode` must then pickle: a module-level function or a partial of one) a decoder
+    that kills its process gives `on_crash(job)` for that job and the pool is rebuilt for the rest. The
+    service does not use this: its decode workers sit behind the event loop (`service.decoding.DecodePool`).
+    """
+    if workers <= 0:
+        for job in jobs:
+            yield job, decode(job)
+        return
+
+    def new_pool() -> Executor:
+        if pool == "process":
+            return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        return ThreadPoolExecutor(workers, thread_name_prefix="fnac-decode")
+
+    executor = new_pool()
+    todo = iter(jobs)
+    in_flight: deque[tuple[T, Future]] = deque()
+    limit = 2 * workers + 2
+    try:
+        while True:
+            while len(in_flight) < limit and (job := next(todo, _END)) is not _END:
+                in_flight.append((job, executor.submit(decode, job)))
+            if not in_flight:
+                return
+            job, future = in_flight.popleft()
+            try:
+                outcome = future.result()
+            except BrokenProcessPool:
+                outcome = on_crash(job)
+                executor.shutdown(wait=False, cancel_futures=True)
+                executor = new_pool()
+                retry = [pending for pending, _ in in_flight]
+                in_flight.clear()
+                for pending in retry:
+                    in_flight.append((pending, executor.submit(decode, pending)))
+            yield job, outcome
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+_END = object()
 
 
 # ---------------------------------------------------------------------------------------------- model

@@ -1,66 +1,9 @@
-"""Response bodies of the HTTP API."""
+"""Response bodies of the HTTP API that only the service has (the localization results and errors are
+`fnac.schemas`, shared with the Python API and the client)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
-
-
-class Box(BaseModel):
-    """A region the sound comes from, in pixels of the uploaded frame (x1, y1 exclusive)."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    score: float = Field(description="raw cosine (heatmap x tau) at the region's best pixel")
-
-
-class Heatmap(BaseModel):
-    """The model's heatmap as it left the network, plus optionally the upsampled map as a PNG."""
-
-    shape: list[int] = Field(description="[h, w] of the model's map, e.g. [7, 7]")
-    values: list[list[float]] = Field(description="row-major raw values, cosine similarity / tau")
-    png: str | None = Field(
-        None,
-        description="base64 8-bit greyscale PNG at the frame's size: round(255 x min-max normalised bilinear "
-        "upsampling); only with heatmap_png=true",
-    )
-
-
-class Timings(BaseModel):
-    decode_ms: float
-    queue_ms: float = Field(description="waiting for a batch (longest over the request's windows)")
-    inference_ms: float = Field(description="model calls (sum over the request's batches)")
-    postprocess_ms: float
-    total_ms: float
-
-
-class Localization(BaseModel):
-    time: float | None = Field(None, description="centre of the audio window, seconds from the start")
-    score: float = Field(description="raw audio-visual cosine, the max of the heatmap x tau")
-    sounding: bool = Field(
-        description="score >= the model's sounding threshold and the audio louder than FNAC_SILENCE_DBFS"
-    )
-    audio_level_dbfs: float = Field(description="RMS level of the audio window, dB full scale (-120 = zeros)")
-    heatmap: Heatmap
-    boxes: list[Box]
-
-
-class LocalizeResponse(Localization):
-    model: str = Field(description="model id: name@sha256 prefix")
-    width: int = Field(description="uploaded frame width in pixels")
-    height: int = Field(description="uploaded frame height in pixels")
-    timings: Timings
-
-
-class SweepResponse(BaseModel):
-    model: str
-    width: int
-    height: int
-    duration: float = Field(description="seconds")
-    stride: float = Field(description="seconds between window centres")
-    windows: list[Localization]
-    timings: Timings
 
 
 class ModelInfo(BaseModel):
@@ -92,12 +35,3 @@ class Readiness(BaseModel):
     providers: list[str] = []
     decode_workers: int = 0
     queue_depth: int = 0
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail

@@ -9,9 +9,10 @@ INPUTS are any mix of
 
 Every item gets a stable id (the list's ``id``, else the file stem; a directory disambiguates repeated stems by
 their relative path) and one JSON line: ``id``, ``source``, ``time`` (clips: the window centre in seconds;
-``null`` for a frame + audio pair without ``--stride``), ``width``/``height`` of the original frame, ``score``
-(raw cosine), ``sounding``, ``boxes`` in original pixels (``x1``/``y1`` exclusive), ``heatmap`` (the model's raw
-h x w map, cosine / tau, rounded), ``png`` (when written), ``model`` and ``error``. With ``--stride S`` each
+``null`` for a frame + audio pair without ``--stride``), ``width``/``height`` of the frame as displayed (a
+video's rotate tag and an image's EXIF orientation applied), ``score`` (raw cosine), ``sounding``, ``boxes``
+in displayed pixels (``x1``/``y1`` exclusive; ``[]`` for a window that is not sounding unless ``--boxes
+always``), ``heatmap`` (the model's raw h x w map, cosine / tau, rounded), ``png`` (when written), ``model`` and ``error``. With ``--stride S`` each
 item gives one line per window (every S seconds, see `fnac.media.sweep_times`) with ``window`` and
 ``windows``. An item that cannot be scored gets a line with ``error: {code, message}``: it is recorded, never
 skipped, and the run carries on.
@@ -26,14 +27,16 @@ process takes shard RANK/WORLD_SIZE, writes ``OUT.rank<RANK>.jsonl`` (e.g. ``sco
 CUDA, uses GPU ``LOCAL_RANK``. Afterwards ``fnac score --merge -o OUT.jsonl`` joins the ``OUT.rank*.jsonl``
 parts (or the part files given as INPUTS) into OUT, one copy per id; plain ``cat`` works too.
 
-Only numpy, onnxruntime, PyAV, Pillow, tqdm and the torch-free `service` package are used: this runs in the
-serving image, where torch is not installed.
+Decoding, the model's batches and post-processing are the stages of `fnac.pipeline`, the same ones the HTTP
+service runs. Only numpy, onnxruntime, PyAV, Pillow, tqdm and the torch-free `fnac` package are used: this runs
+in the serving image, where torch is not installed.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import logging
 import math
@@ -41,17 +44,14 @@ import os
 import re
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from fnac import media, pipeline, postprocess
-from fnac.runtime import FALLBACK_SOUNDING_THRESHOLD, ModelError, ModelRuntime
+from fnac.runtime import ModelError, ModelRuntime
 from model.atomic import atomic_path, atomic_write_bytes
 from training.layout import VIDEO_SUFFIXES, frames_and_audio
 from training.prepare import find_videos
@@ -217,32 +217,12 @@ def rank_output(out: Path, rank: int) -> Path:
 
 
 @dataclass(frozen=True)
-class DecodeSpec:
-    """What decoding needs: the model's input format (from its metadata) and the input limits."""
+class DecodeJob:
+    """What decoding an item needs: the pipeline's input spec, the sweep stride, whether to keep frames."""
 
-    image_size: int
-    sample_rate: int
-    clip_seconds: float
+    spec: pipeline.InputSpec
     stride: float | None = None
-    keep_frames: bool = False  # keep the original frames (overlay PNGs)
-    max_seconds: float = media.DEFAULT_MAX_SECONDS
-    max_pixels: int = media.DEFAULT_MAX_PIXELS
-    max_windows: int = 1000
-
-    @property
-    def n_samples(self) -> int:
-        return round(self.sample_rate * self.clip_seconds)
-
-
-@dataclass
-class Decoded:
-    """Model inputs for one item: one row per window."""
-
-    times: list[float | None]
-    images: np.ndarray  # uint8 [n, S, S, 3]
-    audio: np.ndarray  # float32 [n, N]
-    frame_size: tuple[int, int]  # (height, width) of the original frame
-    frames: list[np.ndarray] | None  # original frame per window, only with keep_frames
+    keep_frames: bool = False  # the full-size displayed frames (overlay PNGs)
 
 
 @dataclass(frozen=True)
@@ -251,17 +231,25 @@ class Failure:
     message: str
 
 
-def decode_item(item: Item, spec: DecodeSpec) -> Decoded | Failure:
-    """Decode one item into model inputs; never raises for a bad input (returns a `Failure`)."""
+def decode_item(item: Item, job: DecodeJob) -> pipeline.DecodedInput | Failure:
+    """Decode one item with the pipeline's decode stage; never raises for a bad input (returns a `Failure`)."""
     if item.problem:
         return Failure(*item.problem)
     try:
         for path in (item.video, item.image, item.audio):
             if path is not None and not Path(path).is_file():
                 raise media.MediaError("file_not_found", f"'{path}' does not exist")
+        options = {"stride": job.stride, "keep_frames": job.keep_frames}
         if item.video is not None:
-            return _decode_video(item.video, spec)
-        return _decode_pair(item.image, item.audio, spec)
+            return pipeline.decode_video(item.video, job.spec, name=str(item.video), **options)
+        return pipeline.decode_image_audio(
+            item.image,
+            item.audio,
+            job.spec,
+            image_name=str(item.image),
+            audio_name=str(item.audio),
+            **options,
+        )
     except media.MediaError as exc:
         return Failure(exc.code, exc.message)
     except MemoryError:
@@ -270,103 +258,18 @@ def decode_item(item: Item, spec: DecodeSpec) -> Decoded | Failure:
         return Failure("decode_failed", f"{type(exc).__name__}: {exc}")
 
 
-def _decode_video(path: Path, spec: DecodeSpec) -> Decoded:
-    common = dict(
-        clip_seconds=spec.clip_seconds,
-        sample_rate=spec.sample_rate,
-        max_seconds=spec.max_seconds,
-        max_pixels=spec.max_pixels,
-        name=str(path),
-    )
-    if spec.stride is not None:
-        windows, _ = media.decode_clip_sweep(path, stride=spec.stride, max_windows=spec.max_windows, **common)
-    else:
-        windows = [media.decode_clip(path, **common)]
-    return Decoded(
-        times=[w.time for w in windows],
-        images=np.stack([media.resize_image(w.frame, spec.image_size) for w in windows]),
-        audio=np.stack([w.audio for w in windows]),
-        frame_size=windows[0].frame.shape[:2],
-        frames=[w.frame for w in windows] if spec.keep_frames else None,
-    )
-
-
-def _decode_pair(image: Path, audio: Path, spec: DecodeSpec) -> Decoded:
-    frame = media.decode_image(image, max_pixels=spec.max_pixels, name=str(image))
-    wave = media.decode_audio(
-        audio, sample_rate=spec.sample_rate, max_seconds=spec.max_seconds, name=str(audio)
-    )
-    times: list[float | None] = [None]  # no time: the window centred in the audio (the reference rule)
-    if spec.stride is not None:
-        times = list(
-            media.sweep_times(
-                wave.size / spec.sample_rate, clip_seconds=spec.clip_seconds, stride=spec.stride
-            )
-        )
-        if len(times) > spec.max_windows:
-            raise media.MediaTooLarge(
-                "too_many_windows",
-                f"a sweep of '{audio}' every {spec.stride:g} s gives {len(times)} windows; the limit is "
-                f"{spec.max_windows}, use a larger stride",
-            )
-    centres = [None if t is None else round(t * spec.sample_rate) for t in times]
-    resized = media.resize_image(frame, spec.image_size)
-    return Decoded(
-        times=times,
-        images=np.stack([resized] * len(times)),
-        audio=np.stack([media.fit_audio_window(wave, spec.n_samples, c) for c in centres]),
-        frame_size=frame.shape[:2],
-        frames=[frame] * len(times) if spec.keep_frames else None,
-    )
-
-
 def _decode_in_order(
-    items: Sequence[Item], spec: DecodeSpec, workers: int, pool: str
-) -> Iterator[tuple[Item, Decoded | Failure]]:
-    """Decode items concurrently, yielding results in input order with a bounded number in flight.
+    items: Sequence[Item], job: DecodeJob, workers: int, pool: str
+) -> Iterator[tuple[Item, pipeline.DecodedInput | Failure]]:
+    """`decode_item` over `items` with the pipeline's ordered parallel decoding; a decoder that crashes its
+    process fails that item (``decoder_crashed``)."""
 
-    With ``pool="process"`` a decoder that crashes its process fails that item (``decoder_crashed``) and the
-    pool is rebuilt for the rest.
-    """
-    if workers <= 0:
-        for item in items:
-            yield item, decode_item(item, spec)
-        return
+    def crashed(item: Item) -> Failure:
+        return Failure("decoder_crashed", f"the decoder process died while decoding '{item.id}'")
 
-    def new_pool() -> Executor:
-        if pool == "process":
-            import multiprocessing
-
-            return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        return ThreadPoolExecutor(workers, thread_name_prefix="fnac-score-decode")
-
-    executor = new_pool()
-    todo = iter(items)
-    in_flight: deque[tuple[Item, Future]] = deque()
-    limit = 2 * workers + 2
-    try:
-        while True:
-            while len(in_flight) < limit:
-                item = next(todo, None)
-                if item is None:
-                    break
-                in_flight.append((item, executor.submit(decode_item, item, spec)))
-            if not in_flight:
-                return
-            item, future = in_flight.popleft()
-            try:
-                outcome = future.result()
-            except BrokenProcessPool:
-                outcome = Failure("decoder_crashed", f"the decoder process died while decoding '{item.id}'")
-                executor.shutdown(wait=False, cancel_futures=True)
-                executor = new_pool()
-                retry = [pending for pending, _ in in_flight]
-                in_flight.clear()
-                for pending in retry:
-                    in_flight.append((pending, executor.submit(decode_item, pending, spec)))
-            yield item, outcome
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+    yield from pipeline.decode_in_order(
+        items, functools.partial(decode_item, job=job), workers=workers, pool=pool, on_crash=crashed
+    )
 
 
 # ---------------------------------------------------------------------------------------------- output file
@@ -548,7 +451,7 @@ def _safe_name(item_id: str) -> str:
 
 def _item_lines(
     item: Item,
-    decoded: Decoded,
+    decoded: pipeline.DecodedInput,
     heatmaps: np.ndarray,
     scores: np.ndarray,
     *,
@@ -661,13 +564,7 @@ def score_items(
         raise ScoreError(f"--boxes must be 'sounding' or 'always', not {boxes!r}")
     runtime = model if isinstance(model, ModelRuntime) else _load_model(model, providers, threads)
     meta = runtime.metadata
-    if sounding_threshold is None:
-        sounding_threshold = meta.sounding_threshold
-    if sounding_threshold is None:
-        log.warning(
-            "model has no calibrated sounding_threshold; using the fallback %.2f", FALLBACK_SOUNDING_THRESHOLD
-        )
-        sounding_threshold = FALLBACK_SOUNDING_THRESHOLD
+    sounding_threshold, _ = pipeline.sounding_threshold_for(meta, sounding_threshold)
     model_info = {"name": meta.model_name, "sha256": meta.weights_sha256 or runtime.file_sha256}
 
     output = Path(output)
@@ -679,14 +576,10 @@ def score_items(
     png_path = Path(png_dir) if png_dir is not None else None
     if png_path is not None:
         png_path.mkdir(parents=True, exist_ok=True)
-    spec = DecodeSpec(
-        image_size=meta.image_size,
-        sample_rate=meta.sample_rate,
-        clip_seconds=meta.clip_seconds,
+    job = DecodeJob(
+        spec=pipeline.InputSpec.for_model(meta, max_seconds=max_seconds, max_windows=max_windows),
         stride=stride,
         keep_frames=png_path is not None and png == "overlay",
-        max_seconds=max_seconds,
-        max_windows=max_windows,
     )
     bar = None
     if progress and todo:
@@ -726,7 +619,7 @@ def score_items(
             if on_item is not None:
                 on_item(item.id)
 
-        def flush(batch: list[tuple[Item, Decoded]]) -> None:
+        def flush(batch: list[tuple[Item, pipeline.DecodedInput]]) -> None:
             for item, decoded, outcome in _infer(runtime, batch, batch_size):
                 if isinstance(outcome, Failure):
                     write(item, [_failure_line(item, outcome, model_info)])
@@ -746,10 +639,10 @@ def score_items(
                         ],
                     )
 
-        pending: list[tuple[Item, Decoded]] = []
+        pending: list[tuple[Item, pipeline.DecodedInput]] = []
         n_windows = 0
         try:
-            for item, decoded in _decode_in_order(todo, spec, workers, pool):
+            for item, decoded in _decode_in_order(todo, job, workers, pool):
                 if isinstance(decoded, Failure):
                     write(item, [_failure_line(item, decoded, model_info)])
                     continue
@@ -767,14 +660,14 @@ def score_items(
 
 
 def _infer(
-    runtime: ModelRuntime, batch: list[tuple[Item, Decoded]], batch_size: int
-) -> Iterable[tuple[Item, Decoded, tuple[np.ndarray, np.ndarray] | Failure]]:
+    runtime: ModelRuntime, batch: list[tuple[Item, pipeline.DecodedInput]], batch_size: int
+) -> Iterable[tuple[Item, pipeline.DecodedInput, tuple[np.ndarray, np.ndarray] | Failure]]:
     """Run every window of `batch` through the model in chunks of `batch_size`; per item, its heatmaps and
     scores, or a Failure when the model raised on a chunk holding one of its windows."""
     if not batch:
         return
-    images = np.concatenate([d.images for _, d in batch])
-    audio = np.concatenate([d.audio for _, d in batch])
+    images = np.stack([image for _, d in batch for image in d.images])
+    audio = np.stack([window for _, d in batch for window in d.audio])
     heatmaps: list[np.ndarray | None] = []
     scores: list[np.ndarray | None] = []
     errors: dict[int, str] = {}

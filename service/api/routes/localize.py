@@ -5,20 +5,19 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from fnac import pipeline, postprocess
+from fnac import pipeline, postprocess, schemas
 from fnac.pipeline import DecodedInput, PostOptions, WindowResult
+from fnac.schemas import ErrorBody, Localization, LocalizeResponse, SweepResponse, Timings
 from service import metrics
 from service.api.deps import ApiKey, ServiceDep, ServiceState
 from service.batcher import Prediction
 from service.errors import ApiError
-from service.schemas import Box, ErrorBody, Heatmap, Localization, LocalizeResponse, SweepResponse, Timings
 
 router = APIRouter(tags=["localize"], dependencies=[ApiKey])
 
@@ -156,10 +155,15 @@ async def localize(request: Request, service: ServiceDep):
         total_ms=(finished - started) * 1000,
     )
     height, width = decoded.frame_size
-    common = {"model": service.runtime.model_id, "width": width, "height": height, "timings": timings}
-    if options.stride is not None:
-        return SweepResponse(duration=decoded.duration, stride=options.stride, windows=windows, **common)
-    return LocalizeResponse(**windows[0].model_dump(), **common)
+    return schemas.response(
+        windows,
+        model=service.runtime.model_id,
+        width=width,
+        height=height,
+        timings=timings,
+        stride=options.stride,
+        duration=decoded.duration,
+    )
 
 
 def _split_form(form) -> tuple[dict[str, UploadFile], dict[str, str]]:
@@ -260,23 +264,8 @@ def _localizations(
             png = postprocess.png_base64(
                 postprocess.heatmap_png(pipeline.display_map(window.heatmap, decoded.frame_size))
             )
-        results.append(_localization(window, png))
+        results.append(Localization.from_window(window, png))
     return results
-
-
-def _localization(window: WindowResult, png: str | None) -> Localization:
-    return Localization(
-        time=window.time,
-        score=window.score,
-        sounding=window.sounding,
-        audio_level_dbfs=round(window.audio_level_dbfs, 2),
-        heatmap=Heatmap(
-            shape=list(window.heatmap.shape),
-            values=np.round(window.heatmap.astype(np.float64), 6).tolist(),
-            png=png,
-        ),
-        boxes=[Box(**vars(box)) for box in window.boxes],
-    )
 
 
 def _render_png(

@@ -1,0 +1,18 @@
+"""The one error type of the Python API and the HTTP client."""
+
+from __future__ import annotations
+
+
+class LocalizeError(Exception):
+    """An input or request that could not be localized, with the API's stable `code` and a one-line `message`
+    (the same code and message `POST /localize` answers in `{"error": {"code", "message"}}`). `status` is the
+    HTTP status when the error came from a server, None when it was raised locally."""
+
+    def __init__(self, code: str, message: str, status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+    def __reduce__(self):  # keep code + message (+ status) when crossing a process boundary
+        return (type(self), (self.code, self.message, self.status))
