@@ -107,19 +107,7 @@ class Localizer:
         not sounding. `heatmap_png`: include the upsampled map as base64 PNG, as the API's option.
         """
         started = time.perf_counter()
-        decoded = self._decode(video, image, audio, t, stride)
-        decoded_at = time.perf_counter()
-        heatmaps, scores = pipeline.run_model(
-            self.runtime, decoded.images, decoded.audio, batch_size=self.batch_size
-        )
-        inferred_at = time.perf_counter()
-        result = pipeline.localize_decoded(
-            decoded,
-            heatmaps,
-            scores,
-            self.post_options(boxes=boxes, box_threshold=box_threshold),
-            stride=stride,
-        )
+        result, (decoded_at, inferred_at) = self._run(video, image, audio, t, stride, boxes, box_threshold)
         windows = [
             schemas.Localization.from_window(
                 window,
@@ -148,6 +136,37 @@ class Localizer:
             stride=stride,
             duration=result.duration,
         )
+
+    def run(
+        self,
+        video: media.Source | None = None,
+        *,
+        image: ImageInput | None = None,
+        audio: media.Source | tuple | None = None,
+        t: float | None = None,
+        stride: float | None = None,
+        boxes: BoxesMode = "sounding",
+        box_threshold: float | None = None,
+    ) -> pipeline.Result:
+        """`localize` without the JSON form: the pipeline's `Result`, whose windows carry the heatmaps as numpy
+        arrays (what a renderer or further numpy work wants)."""
+        return self._run(video, image, audio, t, stride, boxes, box_threshold)[0]
+
+    def _run(self, video, image, audio, t, stride, boxes, box_threshold):
+        decoded = self._decode(video, image, audio, t, stride)
+        decoded_at = time.perf_counter()
+        heatmaps, scores = pipeline.run_model(
+            self.runtime, decoded.images, decoded.audio, batch_size=self.batch_size
+        )
+        inferred_at = time.perf_counter()
+        result = pipeline.localize_decoded(
+            decoded,
+            heatmaps,
+            scores,
+            self.post_options(boxes=boxes, box_threshold=box_threshold),
+            stride=stride,
+        )
+        return result, (decoded_at, inferred_at)
 
     def _decode(self, video, image, audio, t, stride) -> pipeline.DecodedInput:
         if stride is not None and not stride > 0:

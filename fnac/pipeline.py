@@ -140,8 +140,9 @@ def decode_image_audio(
     """A still frame + audio: the window centred in the audio (or at `t`), or a sweep every `stride` s.
 
     `image` is a file (path or bytes; EXIF orientation applied), a uint8 [H, W, 3] RGB array or a PIL image;
-    `audio` is a file, or `(waveform, sample_rate)` with a mono (or [samples, channels]) float waveform in
-    [-1, 1]. The window count is checked against the limit before any window is built.
+    `audio` is a file, or `(waveform, sample_rate)` with a float waveform in [-1, 1], mono or multichannel
+    ([samples, channels] or [channels, samples]; channels are averaged). The window count is checked against
+    the limit before any window is built.
     """
     frame = _open_frame(image, spec.max_pixels, image_name)
     wave = _load_audio(audio, spec, audio_name)
@@ -203,8 +204,8 @@ def _load_audio(audio, spec: InputSpec, name: str) -> np.ndarray:
     if isinstance(audio, tuple):
         waveform, rate = audio
         waveform = np.asarray(waveform, dtype=np.float32)
-        if waveform.ndim == 2:  # [samples, channels]
-            waveform = waveform.mean(axis=1, dtype=np.float32)
+        if waveform.ndim == 2:  # multichannel: the shorter axis is the channels (either layout is common)
+            waveform = waveform.mean(axis=int(np.argmin(waveform.shape)), dtype=np.float32)
         if waveform.ndim != 1 or not waveform.size:
             raise media.MediaError(
                 "empty_audio", f"'{name}' must be a non-empty mono or [samples, channels] waveform"

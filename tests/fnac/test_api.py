@@ -103,6 +103,10 @@ def test_localizer_takes_paths_bytes_and_arrays(toy_model, tmp_path):
     assert boxes_of(from_arrays) == boxes_of(from_paths) and from_arrays.sounding
     sweep = localizer.localize(image=frame, audio=(np.tile(wave, 2), 16000), stride=1.0)
     assert isinstance(sweep, fnac.SweepResponse) and [w.time for w in sweep.windows] == [1.5, 2.5, 3.5, 4.5]
+    result = localizer.run(image=frame, audio=(np.tile(wave, 2), 16000), stride=1.0)  # numpy heatmaps
+    assert (result.width, result.height, result.duration) == (160, 120, 6.0)
+    assert [w.score for w in result.windows] == [w.score for w in sweep.windows]
+    assert np.allclose(result.windows[0].heatmap, sweep.windows[0].heatmap.values, atol=1e-6)
 
 
 def test_localizer_errors_carry_the_api_codes(toy_model):
@@ -140,3 +144,17 @@ async def test_async_client_matches_the_localizer_and_raises_the_api_error(toy_m
         and "stride" in raised.value.message
     )
     assert arrays.sounding and (arrays.width, arrays.height) == (160, 120)
+
+
+@pytest.mark.anyio
+async def test_async_client_sends_the_api_key(toy_model):
+    clip = make_clip([frame_with_square(160, 120, SQUARE)] * 40, tone(4.0, 16000), rate=16000)
+    async with serve_app(toy_model, api_keys=["sesame"]) as live:
+        transport = httpx.ASGITransport(app=live.app)
+        async with fnac.AsyncClient("http://fnac.test", api_key="sesame", transport=transport) as client:
+            assert (await client.localize(video=clip)).sounding
+            assert (await client.model())["name"] == "toy-brightness-loudness"
+        async with fnac.AsyncClient("http://fnac.test", api_key="wrong", transport=transport) as client:
+            with pytest.raises(fnac.LocalizeError) as raised:
+                await client.localize(video=clip)
+    assert (raised.value.status, raised.value.code) == (401, "unauthorized")

@@ -59,6 +59,8 @@ def test_arrays_and_files_give_the_same_inputs():
     # The WAV quantises to 16 bits; otherwise the same resampler and window rule.
     assert np.allclose(from_files.audio[1], from_arrays.audio[1], atol=1e-4)
     stereo = pipeline.decode_image_audio(frame, (np.stack([wave, wave], axis=1), 22050), SPEC)
+    planar = pipeline.decode_image_audio(frame, (np.stack([wave, wave]), 22050), SPEC)
+    assert np.array_equal(planar.audio[0], stereo.audio[0])
     assert np.allclose(stereo.audio[0], pipeline.decode_image_audio(frame, (wave, 22050), SPEC).audio[0])
 
 
