@@ -202,9 +202,10 @@ def markdown(report: dict) -> str:
     s = report["settings"]
     start = report["start"]
     lines = [
-        f"Synthetic `fnac synth --preset headroom`, {s['classes']} classes, {s['train']} training scenes, "
-        f"{s['test']} test scenes; network width {s['width']}, dim {s['dim']}, {s['image_size']} px; batch "
-        f"{s['batch_size']}, Adam lr {s['lr']}. Both arms continue for {s['epochs']} epochs from the same "
+        f"Synthetic `fnac synth --preset headroom`, {s['classes']} classes, "
+        f"{s.get('max_samples') or s['train']} training scenes, {s['test']} test scenes; network width "
+        f"{s['width']}, dim {s['dim']}, {s['image_size']} px, {s.get('clip_seconds', 3.0):g} s of audio; batch "
+        f"{s['batch_size']}, Adam lr {s['lr']}. Both arms continue for {s['epochs']} epoch(s) from the same "
         f"contrastive checkpoint ({start['checkpoint']}: test AP50 {start['ap50']:.3f}), with batches drawn at "
         "the given false-negative rate; epoch selected on validation; test split, official protocol. "
         f"Mean ± standard error over seeds {s['seeds']}.",
@@ -233,7 +234,8 @@ def markdown(report: dict) -> str:
         "",
         "False-negative identification on training batches drawn at the rate (R-precision: a row's k highest "
         "off-diagonal entries, k its number of same-class partners, so precision = recall; P@1: its highest "
-        "entry). FNS-1's target is the audio adjacency, FNS-2's the image adjacency.",
+        "entry). FNS-1's target is the audio adjacency, FNS-2's the image adjacency. A random ranking scores "
+        "about the probe's false-negative rate on both.",
         "",
         "| FN rate | model | probe FN rate | FNS-1 (audio) R-prec. | FNS-1 P@1 | FNS-2 (image) R-prec. | FNS-2 P@1 |",
         "|---|---|---|---|---|---|---|",
