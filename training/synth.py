@@ -27,16 +27,17 @@ Everything is a pure function of the knobs and the seed: each sample draws from 
 
 from __future__ import annotations
 
-import colorsys
-import io
 import json
 import time
-import wave
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+
+from training.mediafiles import wav_bytes, write_mp4
+from training.scenes import render_scene
+from training.sounds import plain_noise, scene_audio
 
 SPLITS = ("train", "val", "test")
 _SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
@@ -141,359 +142,6 @@ def make_classes(n_classes: int, seed: int) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Pictures
-
-
-def _hsv(h: float, s: float, v: float) -> np.ndarray:
-    return np.array(colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0), 1), min(max(v, 0), 1)))
-
-
-def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Shape as an implicit function of box coordinates u, v ∈ [-1, 1] (v grows downwards)."""
-    if shape == "ellipse":
-        return u**2 + v**2 <= 1
-    if shape == "rectangle":
-        return np.ones_like(u, dtype=bool)
-    if shape == "triangle":
-        return np.abs(u) <= (v + 1) / 2
-    if shape == "diamond":
-        return np.abs(u) + np.abs(v) <= 1
-    if shape == "ring":
-        r2 = u**2 + v**2
-        return (r2 <= 1) & (r2 >= 0.36)
-    if shape == "cross":
-        return (np.abs(u) <= 0.34) | (np.abs(v) <= 0.34)
-    if shape == "star":
-        r = np.hypot(u, v)
-        theta = np.arctan2(v, u)
-        return r <= 0.45 + 0.55 * np.abs(np.cos(2.5 * theta))
-    if shape == "bowtie":
-        return np.abs(v) <= np.abs(u) + 0.15
-    raise ValueError(f"unknown shape {shape!r}")
-
-
-def _pattern_mask(pattern: str, u: np.ndarray, v: np.ndarray, phase: float) -> np.ndarray:
-    """Where the secondary colour goes; 4 periods across the object so it scales with size."""
-    periods = 4.0
-    if pattern == "solid":
-        return np.zeros_like(u, dtype=bool)
-    if pattern == "hstripes":
-        return np.sin(np.pi * periods * (v + phase)) > 0
-    if pattern == "vstripes":
-        return np.sin(np.pi * periods * (u + phase)) > 0
-    if pattern == "diagonal":
-        return np.sin(np.pi * periods * (u + v + phase) / 1.4) > 0
-    if pattern == "checker":
-        return (np.sin(np.pi * periods * u / 2 + phase) > 0) ^ (np.sin(np.pi * periods * v / 2) > 0)
-    if pattern == "dots":
-        cu = np.mod(u * periods / 2 + 1 + phase, 1.0) - 0.5
-        cv = np.mod(v * periods / 2 + 1, 1.0) - 0.5
-        return cu**2 + cv**2 <= 0.09
-    raise ValueError(f"unknown pattern {pattern!r}")
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Gradient, smooth noise texture or both; muted colours so objects stand out but not trivially."""
-    coords = np.linspace(0.0, 1.0, size)
-    yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    c0 = _hsv(rng.random(), rng.uniform(0.05, 0.45), rng.uniform(0.25, 0.9))
-    c1 = _hsv(rng.random(), rng.uniform(0.05, 0.45), rng.uniform(0.25, 0.9))
-    kind = rng.integers(3)
-    if kind in (0, 2):  # linear gradient in a random direction
-        angle = rng.uniform(0, 2 * np.pi)
-        ramp = np.cos(angle) * xx + np.sin(angle) * yy
-        ramp = (ramp - ramp.min()) / max(np.ptp(ramp), 1e-6)
-    else:
-        ramp = np.full((size, size), 0.5)
-    if kind in (1, 2):  # smooth value noise: a coarse random grid, bilinearly enlarged
-        cells = int(rng.integers(3, 9))
-        grid = rng.random((cells + 1, cells + 1))
-        pos = np.linspace(0, cells, size)
-        i0 = np.minimum(pos.astype(int), cells - 1)
-        f = pos - i0
-        rows = grid[i0] * (1 - f)[:, None] + grid[i0 + 1] * f[:, None]
-        noise = rows[:, i0] * (1 - f)[None, :] + rows[:, i0 + 1] * f[None, :]
-        ramp = 0.5 * ramp + 0.5 * noise if kind == 2 else noise
-    return c0[None, None, :] * (1 - ramp[..., None]) + c1[None, None, :] * ramp[..., None]
-
-
-def _sample_box(rng: np.random.Generator, cfg: SynthConfig) -> tuple[int, int, int, int]:
-    """Pixel box (x0, y0, x1, y1), end-exclusive, with VGG-SS-like area and aspect, anywhere in the frame."""
-    size = cfg.image_size
-    area = float(np.clip(rng.beta(*cfg.area_beta), *cfg.area_range))
-    aspect = float(np.exp(rng.normal(0.0, cfg.log_aspect_sd)))
-    w, h = np.sqrt(area * aspect), np.sqrt(area / aspect)
-    if w > 1:
-        w, h = 1.0, area
-    if h > 1:
-        w, h = area, 1.0
-    wp, hp = max(round(w * size), 6), max(round(h * size), 6)
-    x0 = int(rng.integers(0, size - wp + 1))
-    y0 = int(rng.integers(0, size - hp + 1))
-    return x0, y0, x0 + wp, y0 + hp
-
-
-def _object_pixels(cls: dict, box: tuple[int, int, int, int], size: int, phase: float):
-    """(shape mask, secondary-colour mask) for an object of class ``cls`` filling the pixel ``box``."""
-    x0, y0, x1, y1 = box
-    xs = (np.arange(x0, x1) + 0.5 - (x0 + x1) / 2) / ((x1 - x0) / 2)
-    ys = (np.arange(y0, y1) + 0.5 - (y0 + y1) / 2) / ((y1 - y0) / 2)
-    v, u = np.meshgrid(ys, xs, indexing="ij")
-    return _shape_mask(cls["shape"], u, v), _pattern_mask(cls["pattern"], u, v, phase)
-
-
-def _tight_box(mask: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    x0, y0 = box[0], box[1]
-    return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1
-
-
-def render_scene(
-    rng: np.random.Generator,
-    cfg: SynthConfig,
-    sounding_class: int,
-    distractor_classes: list[int],
-    return_masks: bool = False,
-):
-    """Draw a scene; returns (uint8 image H×W×3, objects list with normalised boxes, sounding first).
-
-    With ``return_masks`` a third item lists, per returned object, its full (unoccluded) boolean shape mask
-    over the frame, and a fourth is the label map of which object each pixel shows (-1: background).
-    """
-    size = cfg.image_size
-    classes = cfg.classes
-    image = _background(rng, size)
-    wanted = [(sounding_class, True)] + [(k, False) for k in distractor_classes]
-    objects = []
-    for k, sounding in wanted:
-        cls = classes[k]
-        box = _sample_box(rng, cfg)
-        colour1 = _hsv(
-            cls["hue"] + rng.normal(0, cfg.hue_jitter), rng.uniform(0.65, 1.0), rng.uniform(0.6, 1.0)
-        )
-        colour2 = _hsv(
-            cls["hue2"] + rng.normal(0, cfg.hue_jitter), rng.uniform(0.5, 1.0), rng.uniform(0.3, 0.8)
-        )
-        shape, secondary = _object_pixels(cls, box, size, float(rng.random()))
-        objects.append(
-            {
-                "class_index": k,
-                "sounding": sounding,
-                "box": box,
-                "shape_mask": shape,
-                "secondary": secondary,
-                "colours": (colour1, colour2),
-                "area": float(shape.sum()),
-            }
-        )
-    # Painter's order by size (large at the back), independent of which object sounds. Distractors that would
-    # hide too much of the sounding object are re-placed (a few tries) or dropped.
-    sounding_obj = objects[0]
-    kept = [sounding_obj]
-    for obj in objects[1:]:
-        for _ in range(12):
-            if _visible_fraction(sounding_obj, [*kept, obj], size) >= cfg.min_visible:
-                kept.append(obj)
-                break
-            box = _sample_box(rng, cfg)
-            shape, secondary = _object_pixels(cfg.classes[obj["class_index"]], box, size, float(rng.random()))
-            obj.update(box=box, shape_mask=shape, secondary=secondary, area=float(shape.sum()))
-    kept.sort(key=lambda o: -o["area"])
-    for obj in kept:
-        x0, y0, x1, y1 = obj["box"]
-        region = image[y0:y1, x0:x1]
-        colour1, colour2 = obj["colours"]
-        paint = np.where(obj["secondary"][..., None], colour2[None, None, :], colour1[None, None, :])
-        region[obj["shape_mask"]] = paint[obj["shape_mask"]]
-    image = image + rng.normal(0, 3.0 / 255, image.shape)  # sensor noise
-    pixels = np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
-    records = []
-    for obj in [sounding_obj] + [o for o in kept if o is not sounding_obj]:
-        x0, y0, x1, y1 = _tight_box(obj["shape_mask"], obj["box"])
-        k = obj["class_index"]
-        records.append(
-            {
-                "class": classes[k]["name"],
-                "class_index": k,
-                "bbox": [x0 / size, y0 / size, x1 / size, y1 / size],
-                "bbox_px": [x0, y0, x1, y1],
-                "area": round((x1 - x0) * (y1 - y0) / size**2, 5),
-                "sounding": obj["sounding"],
-                "draw_order": kept.index(obj),
-            }
-        )
-    if not return_masks:
-        return pixels, records
-    ordered = [sounding_obj] + [o for o in kept if o is not sounding_obj]
-    masks, labels = [], np.full((size, size), -1, dtype=np.int32)
-    for obj in ordered:
-        full = np.zeros((size, size), dtype=bool)
-        x0, y0, x1, y1 = obj["box"]
-        full[y0:y1, x0:x1] = obj["shape_mask"]
-        masks.append(full)
-    for obj in kept:  # painter's order, as drawn
-        labels[masks[ordered.index(obj)]] = ordered.index(obj)
-    return pixels, records, masks, labels
-
-
-def _visible_fraction(target: dict, objects: list[dict], size: int) -> float:
-    """Fraction of ``target``'s pixels not covered by larger-drawn-later objects, in painter's order by size."""
-    canvas = np.full((size, size), -1, dtype=np.int32)
-    order = sorted(range(len(objects)), key=lambda i: -objects[i]["area"])
-    for i in order:
-        x0, y0, x1, y1 = objects[i]["box"]
-        region = canvas[y0:y1, x0:x1]
-        region[objects[i]["shape_mask"]] = i
-    index = next(i for i, o in enumerate(objects) if o is target)
-    return float((canvas == index).sum()) / max(target["area"], 1.0)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Sounds
-
-
-def class_sound(
-    rng: np.random.Generator, cls: dict, cfg: SynthConfig, n_samples: int
-) -> tuple[np.ndarray, dict]:
-    """One instance of a class's sound (float64, peak 1): harmonic tone × rhythm envelope, per-sample jitter."""
-    sr = cfg.sample_rate
-    t = np.arange(n_samples) / sr
-    f0 = cls["f0"] * 2 ** (rng.normal(0, cfg.pitch_jitter_semitones) / 12)
-    vibrato = 1 + 0.004 * np.sin(2 * np.pi * rng.uniform(4, 6) * t + rng.uniform(0, 2 * np.pi))
-    phase = 2 * np.pi * f0 * np.cumsum(vibrato) / sr
-    n = np.arange(1, cls["n_harmonics"] + 1)
-    if cls["timbre"] == "saw":
-        amps = 1 / n
-    elif cls["timbre"] == "odd":
-        amps = np.where(n % 2 == 1, 1 / n, 0.0)
-    else:  # formant: energy peaks around the 3rd harmonic
-        amps = np.exp(-0.5 * ((n - 3) / 1.2) ** 2)
-    amps = amps * (n * f0 < sr / 2 * 0.9)  # no aliasing
-    amps = amps * np.exp(rng.normal(0, 0.1, amps.shape))
-    tone = amps @ np.sin(np.outer(n, phase) + rng.uniform(0, 2 * np.pi, (n.size, 1)))
-    rate = cls["rate_hz"] * rng.uniform(0.9, 1.1)
-    beat = (rate * t + rng.random()) % 1.0  # position inside the current beat, 0..1
-    if cls["rhythm"] == "steady":
-        envelope = np.ones_like(t)
-    elif cls["rhythm"] == "tremolo":
-        envelope = 0.55 + 0.45 * np.sin(2 * np.pi * beat)
-    elif cls["rhythm"] == "pulses":
-        envelope = np.clip((0.5 - np.abs(beat - 0.25)) * 20, 0, 1) * (beat < 0.5) + 0.05
-    else:  # plucks: sharp attack, exponential decay each beat
-        envelope = np.exp(-beat * 6.0) * np.clip(beat * 200, 0, 1)
-    sound = tone * envelope
-    peak = np.abs(sound).max()
-    return sound / max(peak, 1e-9), {"f0": round(float(f0), 2), "rate_hz": round(float(rate), 3)}
-
-
-def scene_audio(rng: np.random.Generator, cls: dict, cfg: SynthConfig) -> tuple[np.ndarray, dict]:
-    """Sound of the class + white noise at a random SNR, scaled to a random peak level in [0.3, 0.9]."""
-    n_samples = round(cfg.sample_rate * cfg.clip_seconds)
-    sound, params = class_sound(rng, cls, cfg, n_samples)
-    snr_db = rng.uniform(*cfg.snr_db)
-    noise = rng.normal(0, 1, n_samples) * np.sqrt(np.mean(sound**2) / 10 ** (snr_db / 10))
-    mix = sound + noise
-    mix = mix / np.abs(mix).max() * rng.uniform(0.3, 0.9)
-    return mix, {**params, "snr_db": round(float(snr_db), 2)}
-
-
-NOISE_COLOURS = ("white", "uniform", "pink")
-NOISE_DBFS = (-40.0, -5.0)  # RMS level range of the noise negatives: barely audible to full-scale hiss
-
-
-def unit_noise(rng: np.random.Generator, colour: str, shape: int | tuple[int, ...]) -> np.ndarray:
-    """Noise of one of NOISE_COLOURS at unit RMS along the last axis: white (Gaussian), uniform, or pink (white
-    noise's spectrum shaped by 1/sqrt(f), so power falls 3 dB per octave; no DC)."""
-    if colour == "uniform":
-        noise = rng.uniform(-1, 1, shape)
-    elif colour == "pink":
-        n_samples = shape if isinstance(shape, int) else shape[-1]
-        spectrum = np.fft.rfft(rng.normal(0, 1, shape), axis=-1)
-        spectrum[..., 1:] /= np.sqrt(np.arange(1, spectrum.shape[-1]))
-        spectrum[..., 0] = 0
-        noise = np.fft.irfft(spectrum, n_samples, axis=-1)
-    elif colour == "white":
-        noise = rng.normal(0, 1, shape)
-    else:
-        raise ValueError(f"unknown noise colour {colour!r}; expected one of {NOISE_COLOURS}")
-    rms = np.sqrt(np.mean(noise**2, axis=-1, keepdims=True))
-    return noise / np.maximum(rms, 1e-12)
-
-
-def plain_noise(rng: np.random.Generator, n_samples: int) -> tuple[np.ndarray, dict]:
-    """A "plain noise" negative: white (Gaussian), uniform or pink (1/f power) noise at an RMS level drawn
-    uniformly in dB from NOISE_DBFS, clipped to [-1, 1]; the parameters record the level after clipping.
-
-    The level spans the whole range users send, up to full-scale hiss, because a calibrated `sounding`
-    threshold only holds for the levels it was calibrated on.
-    """
-    colour = NOISE_COLOURS[int(rng.integers(len(NOISE_COLOURS)))]
-    level_dbfs = rng.uniform(*NOISE_DBFS)
-    noise = np.clip(unit_noise(rng, colour, n_samples) * 10 ** (level_dbfs / 20), -1, 1)
-    played_dbfs = 20 * np.log10(np.sqrt(np.mean(noise**2)))  # clipping takes a little off the loudest
-    return noise, {"colour": colour, "level_dbfs": round(float(played_dbfs), 2)}
-
-
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """16-bit PCM mono WAV of a float waveform in [-1, 1]."""
-    pcm = np.round(np.clip(audio, -1, 1) * 32767).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    return buffer.getvalue()
-
-
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """(float32 mono waveform in [-1, 1], sample rate) of a 16-bit PCM WAV written by this module."""
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise ValueError(f"{path}: expected 16-bit PCM, got {8 * w.getsampwidth()}-bit")
-        frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-        channels, rate = w.getnchannels(), w.getframerate()
-    audio = frames.reshape(-1, channels).mean(axis=1) / 32768.0
-    return audio.astype(np.float32), rate
-
-
-def write_mp4(
-    path: str | Path, image: np.ndarray, audio: np.ndarray, sample_rate: int, fps: int = 10
-) -> Path:
-    """An H.264 + AAC clip: the (constant) frame for as long as the audio lasts."""
-    import av
-
-    path = Path(path)
-    seconds = audio.size / sample_rate
-    with av.open(str(path), "w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height = image.shape[1], image.shape[0]
-        video.pix_fmt = "yuv420p"
-        video.options = {"crf": "23", "preset": "veryfast", "threads": "1"}
-        audio_stream = container.add_stream("aac", rate=sample_rate)
-        audio_stream.layout = "mono"
-        for _ in range(round(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            for packet in video.encode(frame):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
-        samples = np.clip(audio, -1, 1).astype(np.float32)
-        chunk = 1024
-        for start in range(0, samples.size, chunk):
-            piece = samples[start : start + chunk][None, :]
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format="fltp", layout="mono")
-            frame.sample_rate = sample_rate
-            frame.pts = start
-            for packet in audio_stream.encode(frame):
-                container.mux(packet)
-        for packet in audio_stream.encode():
-            container.mux(packet)
-    return path
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Generation
 
 
@@ -571,21 +219,21 @@ def _readme(cfg: SynthConfig) -> str:
 def make_synth(
     out_dir: str | Path,
     *,
-    n_classes: int = 10,
-    n_train: int = 2000,
-    n_val: int = 200,
-    n_test: int = 500,
-    image_size: int = 128,
-    sample_rate: int = 16000,
-    clip_seconds: float = 3.0,
-    seed: int = 0,
+    n_classes: int = SynthConfig.n_classes,
+    n_train: int = SynthConfig.n_train,
+    n_val: int = SynthConfig.n_val,
+    n_test: int = SynthConfig.n_test,
+    image_size: int = SynthConfig.image_size,
+    sample_rate: int = SynthConfig.sample_rate,
+    clip_seconds: float = SynthConfig.clip_seconds,
+    seed: int = SynthConfig.seed,
     distractors: tuple[int, int] | int | None = None,
     area_range: tuple[float, float] | None = None,
     area_beta: tuple[float, float] | None = None,
-    snr_db: tuple[float, float] = (5.0, 25.0),
-    mp4_clips: int = 0,
-    negatives: bool = True,
-    workers: int = 1,
+    snr_db: tuple[float, float] = SynthConfig.snr_db,
+    mp4_clips: int = SynthConfig.mp4_clips,
+    negatives: bool = SynthConfig.negatives,
+    workers: int = SynthConfig.workers,
     progress: bool = False,
     preset: str | None = None,
     **extra,
@@ -699,48 +347,6 @@ def _write_json(path: Path, data) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Audio-free priors ("does the benchmark leak the answer?")
-
-
-def largest_object_box(sample: dict) -> list[float]:
-    """Normalised box of the largest object in the picture (sounding or not), from ``annotations.json``."""
-    return max(sample["objects"], key=lambda o: o["area"])["bbox"]
-
-
-def prior_heatmaps(sample: dict, size: int = 224) -> dict[str, np.ndarray]:
-    """Audio-free heatmaps of one annotated sample: centre box, centre Gaussian, largest object, and the
-    oracle (the true box: the best any heatmap can do under the median threshold)."""
-    from training.metrics import box_prior, centre_prior
-
-    return {
-        "centre_box": centre_prior(size, "box"),
-        "centre_gaussian": centre_prior(size, "gaussian"),
-        "largest_object": box_prior([largest_object_box(sample)], size),
-        "oracle": box_prior(sample["bbox"], size),
-    }
-
-
-def evaluate_priors(data_dir: str | Path, split: str = "test", size: int = 224) -> dict:
-    """AP50 / mean cIoU / AUC of the audio-free priors on a synth split, with the official protocol."""
-    from training.annotations import load_synth_annotations
-    from training.metrics import Evaluator, vggss_gt_map
-
-    data = load_synth_annotations(Path(data_dir) / "annotations.json")
-    samples = [s for s in data["samples"] if s["split"] == split]
-    evaluators: dict[str, Evaluator] = {}
-    largest_is_sounding = 0
-    for sample in samples:
-        gt = vggss_gt_map(sample["bbox"], size)
-        for name, heatmap in prior_heatmaps(sample, size).items():
-            evaluators.setdefault(name, Evaluator(size=size)).add(heatmap, gt, sample["file"])
-        largest_is_sounding += max(sample["objects"], key=lambda o: o["area"])["sounding"]
-    report = {name: ev.summary() for name, ev in evaluators.items()}
-    report["largest_is_sounding_fraction"] = largest_is_sounding / max(len(samples), 1)
-    report["split"] = split
-    return report
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Command line (`fnac synth`)
 
 
@@ -749,25 +355,59 @@ def add_arguments(p) -> None:
         "-o", "--output", required=True, help="directory to write (created; existing files are replaced)"
     )
     p.add_argument(
-        "--classes", type=int, default=10, help="object classes K; fewer ⇒ more in-batch false negatives"
-    )
-    p.add_argument("--train", type=int, default=2000, help="training scenes (default 2000)")
-    p.add_argument(
-        "--val", type=int, default=200, help="validation scenes, for model selection (default 200)"
-    )
-    p.add_argument("--test", type=int, default=500, help="test scenes (default 500)")
-    p.add_argument("--image-size", type=int, default=128, help="frame side in pixels, even (default 128)")
-    p.add_argument("--sample-rate", type=int, default=16000, help="audio rate in Hz (default 16000)")
-    p.add_argument("--clip-seconds", type=float, default=3.0, help="audio length per scene (default 3.0)")
-    p.add_argument(
-        "--seed", type=int, default=0, help="the whole dataset is a function of the knobs and this"
+        "--classes",
+        type=int,
+        default=SynthConfig.n_classes,
+        help="object classes K; fewer ⇒ more in-batch false negatives (default %(default)s)",
     )
     p.add_argument(
-        "--distractors", type=int, nargs=2, metavar=("MIN", "MAX"), help="silent distractors per scene"
+        "--train", type=int, default=SynthConfig.n_train, help="training scenes (default %(default)s)"
+    )
+    p.add_argument(
+        "--val",
+        type=int,
+        default=SynthConfig.n_val,
+        help="validation scenes, for model selection (default %(default)s)",
+    )
+    p.add_argument("--test", type=int, default=SynthConfig.n_test, help="test scenes (default %(default)s)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=SynthConfig.image_size,
+        help="frame side in pixels, even (default %(default)s)",
+    )
+    p.add_argument(
+        "--sample-rate",
+        type=int,
+        default=SynthConfig.sample_rate,
+        help="audio rate in Hz (default %(default)s)",
+    )
+    p.add_argument(
+        "--clip-seconds",
+        type=float,
+        default=SynthConfig.clip_seconds,
+        help="audio length per scene (default %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=SynthConfig.seed,
+        help="the whole dataset is a function of the knobs and this (default %(default)s)",
+    )
+    p.add_argument(
+        "--distractors",
+        type=int,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        help="silent distractors per scene (default: the preset's; 1 3 for vggss, 2 4 for headroom)",
     )
     p.add_argument("--area-range", type=float, nargs=2, metavar=("LO", "HI"), help="box-area fraction bounds")
     p.add_argument(
-        "--snr-db", type=float, nargs=2, metavar=("LO", "HI"), help="sound-to-noise ratio range in dB"
+        "--snr-db",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help=f"sound-to-noise ratio range in dB (default {SynthConfig.snr_db[0]:g} {SynthConfig.snr_db[1]:g})",
     )
     p.add_argument(
         "--preset",
@@ -776,10 +416,18 @@ def add_arguments(p) -> None:
         "--distractors / --area-range given as well override the preset's",
     )
     p.add_argument(
-        "--mp4-clips", type=int, default=0, help="also write N test scenes as H.264+AAC clips/<id>.mp4"
+        "--mp4-clips",
+        type=int,
+        default=SynthConfig.mp4_clips,
+        help="also write N test scenes as H.264+AAC clips/<id>.mp4 (default %(default)s)",
     )
     p.add_argument("--no-negatives", action="store_true", help="skip negatives/{silence,noise,offscreen}")
-    p.add_argument("--workers", type=int, default=1, help="processes (output bytes do not depend on it)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=SynthConfig.workers,
+        help="processes; output bytes do not depend on it (default %(default)s)",
+    )
     p.add_argument("--priors", action="store_true", help="also score the audio-free priors on the test split")
 
 
@@ -815,6 +463,8 @@ def run(args) -> int:
         f"wrote {total} scenes ({args.classes} classes) to {args.output} in {meta['generation_seconds']:.1f} s"
     )
     if args.priors:
+        from training.priors import evaluate_priors
+
         priors = evaluate_priors(args.output)
         _write_json(Path(args.output) / "priors.json", priors)
         for name, summary in priors.items():

@@ -60,7 +60,7 @@ def test_real_sounds_are_sounding_and_silence_and_noise_are_not(scenes):
     """Real sounds mostly sounding; silence never; plain noise rarely, over three colours and five levels from
     barely audible to full-scale hiss (each colour's rate is averaged over the levels; MODEL_CARD.md gives the
     worst level)."""
-    from training.synth import unit_noise
+    from training.sounds import unit_noise
 
     runtime, images, audio = scenes
     rng = np.random.default_rng(0)

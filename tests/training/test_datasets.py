@@ -32,7 +32,7 @@ def synth_dir(tmp_path_factory):
 def _write_pair(root, clip_id, seconds=1.0, size=(48, 80), seed=0):
     from PIL import Image
 
-    from training.synth import wav_bytes
+    from training.mediafiles import wav_bytes
 
     rng = np.random.default_rng(seed)
     (root / "frames").mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,7 @@ def test_flickr_layout_evaluates_the_intersection_with_consensus_maps(tmp_path):
 
 
 def test_manifest_csv_decodes_videos_and_counts_missing_ones(tmp_path):
-    from training.synth import write_mp4
+    from training.mediafiles import write_mp4
 
     rng = np.random.default_rng(0)
     for name, seconds in (("a", 2.0), ("b", 0.6)):

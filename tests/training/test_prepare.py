@@ -21,7 +21,7 @@ def _args(*argv: str) -> argparse.Namespace:
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     """Three H.264 + AAC clips (5 s, 2 s, 4 s; one in a sub-folder) and one corrupt file."""
-    from training.synth import write_mp4
+    from training.mediafiles import write_mp4
 
     root = tmp_path_factory.mktemp("videos")
     (root / "sub").mkdir()

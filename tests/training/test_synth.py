@@ -7,14 +7,10 @@ import numpy as np
 import pytest
 
 from training.annotations import load_id_list, load_synth_annotations, load_vggss_json
-from training.synth import (
-    SynthConfig,
-    evaluate_priors,
-    make_classes,
-    make_synth,
-    read_wav,
-    render_scene,
-)
+from training.mediafiles import read_wav
+from training.priors import evaluate_priors
+from training.scenes import render_scene
+from training.synth import SynthConfig, make_classes, make_synth
 
 SMALL = dict(
     n_classes=6, n_train=6, n_val=3, n_test=5, image_size=64, sample_rate=8000, clip_seconds=1.0, seed=3,
@@ -114,7 +110,7 @@ def test_negatives_exist_and_offscreen_class_is_absent(synth_dir):
 def test_noise_negatives_span_colours_and_levels_up_to_full_scale():
     """A threshold calibrated on quiet hiss alone says nothing about loud hiss: the noise negatives must cover
     the range, each at the level and colour its annotation records."""
-    from training.synth import NOISE_COLOURS, NOISE_DBFS, plain_noise, unit_noise
+    from training.sounds import NOISE_COLOURS, NOISE_DBFS, plain_noise, unit_noise
 
     rng = np.random.default_rng(0)
     drawn = [plain_noise(rng, 16000) for _ in range(60)]
