@@ -10,7 +10,23 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
+# What a folder scan (`fnac prepare DIR`, `fnac score DIR`) takes for a video: the usual extensions of the video
+# containers FFmpeg reads. The service tries whatever it is sent, and so does a file named on the command line;
+# a folder holds other files too, so a scan goes by extension and names what it leaves out (`scan_videos`).
+VIDEO_SUFFIXES = (
+    ".3g2", ".3gp", ".asf", ".avi", ".dv", ".f4v", ".flv", ".m2t", ".m2ts", ".m4v", ".mkv", ".mov", ".mp4",
+    ".mpeg", ".mpg", ".mts", ".mxf", ".nut", ".ogv", ".qt", ".ts", ".vob", ".webm", ".wmv", ".y4m",
+)  # fmt: skip
+
+
+def scan_videos(folder: str | Path) -> tuple[list[Path], list[Path]]:
+    """(videos, skipped) among the visible files below `folder`, recursively, both sorted: a file is a video
+    by its extension (VIDEO_SUFFIXES, any case); every other visible file is skipped."""
+    videos, skipped = [], []
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts):
+            (videos if path.suffix.lower() in VIDEO_SUFFIXES else skipped).append(path)
+    return videos, skipped
 
 
 def files_by_stem(folder: str | Path, suffixes: tuple[str, ...]) -> dict[str, Path]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from model.atomic import atomic_write_bytes
-from training.layout import VIDEO_SUFFIXES
+from training.layout import scan_videos
 
 log = logging.getLogger("fnac.prepare")
 
@@ -54,7 +54,8 @@ class Outcome:
 
 def find_videos(input_path: str | Path) -> list[Job]:
     """Jobs from a folder (recursive; id = file stem, or the relative path joined with '__' when stems
-    collide) or from a manifest CSV (``path[,id]``)."""
+    collide; other files than videos are skipped and named in a warning) or from a manifest CSV
+    (``path[,id]``)."""
     input_path = Path(input_path)
     if input_path.is_file():
         from training.datasets import read_manifest
@@ -62,11 +63,17 @@ def find_videos(input_path: str | Path) -> list[Job]:
         return [Job(clip_id, video) for clip_id, video in read_manifest(input_path)]
     if not input_path.is_dir():
         raise FileNotFoundError(f"input not found: {input_path}")
-    videos = sorted(
-        p
-        for p in input_path.rglob("*")
-        if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file() and not p.name.startswith(".")
-    )
+    videos, skipped = scan_videos(input_path)
+    if skipped:
+        shown = ", ".join(str(p.relative_to(input_path)) for p in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        log.warning(
+            "%s: skipped %d file(s) that are not videos by their extension: %s%s",
+            input_path,
+            len(skipped),
+            shown,
+            more,
+        )
     stems = Counter(p.stem for p in videos)
     jobs = []
     for p in videos:

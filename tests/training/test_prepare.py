@@ -85,3 +85,20 @@ def test_csv_input_and_exit_status_when_everything_fails(videos, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert run(_args(str(empty), "-o", str(tmp_path / "empty_out"), "--no-progress")) == 2
+
+
+def test_a_folder_scan_takes_every_video_container_and_names_what_it_skips(tmp_path, caplog):
+    from training.mediafiles import write_mp4
+
+    image = np.full((32, 32, 3), 90, dtype=np.uint8)
+    for name in ("phone.3gp", "camera.M4V", "old.mpg"):  # an MP4 stream inside: FFmpeg goes by content
+        write_mp4(tmp_path / name, image, np.zeros(8000), 16000)
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "cover.jpg").write_bytes(b"not a video either")
+    (tmp_path / ".DS_Store").write_bytes(b"hidden")
+    with caplog.at_level("WARNING", logger="fnac.prepare"):
+        jobs = find_videos(tmp_path)
+    assert sorted(job.id for job in jobs) == ["camera", "old", "phone"]
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "skipped 2 file(s)" in warning and "cover.jpg" in warning and "notes.txt" in warning
+    assert ".DS_Store" not in warning
