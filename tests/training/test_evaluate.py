@@ -330,3 +330,18 @@ def test_a_map_on_the_annotated_object_scores_and_its_mirror_image_does_not(tmp_
     report, maps, _ = evaluate(model, data, negatives=False, progress=False)
     assert report["n"] == 3 and report["ap50"] == 1.0
     assert all(0.8 < c < 0.95 for c in maps["av"].cious)
+
+    assert all(0.8 < c < 0.95 for c in av.cious)
+
+
+def test_eval_without_matplotlib_writes_the_report_and_says_why_there_is_no_plot(
+    tmp_path, synth_dir, tiny_onnx_model, monkeypatch, capsys
+):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as in the serving install: import fails
+    report = tmp_path / "r.json"
+    args = ["eval", "--model", str(tiny_onnx_model), "--data", str(synth_dir), "--report", str(report)]
+    assert main([*args, "--no-negatives", "--limit", "2"]) == 0
+    assert json.loads(report.read_text())["n"] == 2 and not report.with_suffix(".png").exists()
+    assert "no curve plot (matplotlib is not installed" in capsys.readouterr().out
