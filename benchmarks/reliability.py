@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import malformed
-from benchmarks.live_server import live_server
+from training.live_server import live_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def resolve_model(requested: str | None, work_dir: Path) -> tuple[Path, str]:
 
 def good_requests() -> list[tuple[str, dict]]:
     """Two valid requests a user sends: a 4 s 160x120 H.264/AAC clip, and a 640x360 JPEG + 3 s 44.1 kHz WAV."""
-    from benchmarks.bench_service import request_files
+    from training.bench_service import request_files
 
     clip = malformed.encode_clip(4.0, size=(160, 120), audio_rate=44100)
     return [("clip", {"video": ("clip.mp4", clip, "video/mp4")}), ("image+audio", request_files(3.0))]

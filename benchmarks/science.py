@@ -62,7 +62,7 @@ def synth(out: Path, classes: int, args) -> Path:
     if (data / "priors.json").is_file():
         return data
     command = [
-        sys.executable, "-m", "training.cli", "synth", "-o", str(data), "--preset", "headroom",
+        sys.executable, "-m", "fnac", "synth", "-o", str(data), "--preset", "headroom",
         "--classes", str(classes), "--train", str(args.train), "--val", str(args.val), "--test", str(args.test),
         "--image-size", str(args.data_image_size), "--workers", str(args.synth_workers), "--seed", "0",
         "--priors", "--no-negatives",
@@ -106,7 +106,7 @@ def run_names(args) -> list[tuple[str, int, str, int]]:
 
 def train_command(data: Path, run_dir: Path, method: str, seed: int, args) -> list[str]:
     command = [
-        sys.executable, "-m", "training.cli", "train", "--data", str(data), "-o", str(run_dir),
+        sys.executable, "-m", "fnac", "train", "--data", str(data), "-o", str(run_dir),
         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
         "--warmup-epochs", str(args.warmup_epochs), "--width", str(args.width), "--dim", str(args.dim),
         "--image-size", str(args.image_size), "--dropout-img", str(args.dropout_img), "--seed", str(seed),

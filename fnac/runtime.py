@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from fnac.errors import FnacError
+
 log = logging.getLogger("fnac.runtime")
 
 SUPPORTED_FORMAT_VERSIONS = {"1"}
@@ -34,7 +36,7 @@ _PROVIDER_NAMES = {
 }
 
 
-class ModelError(RuntimeError):
+class ModelError(FnacError, RuntimeError):
     """The model file is missing or does not honour the ONNX contract."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from fnac.errors import FnacError
 from model.atomic import atomic_path
 from model.config import FNACConfig
 from model.fnac import FNAC
@@ -23,8 +24,13 @@ FORMAT = "fnac"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FnacError, ValueError):
     """A checkpoint file that cannot be used, with the reason."""
+
+
+def _first_line(exc: Exception) -> str:
+    """torch's load errors run to a page of advice; the first line says what went wrong."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
 
 
 def package_version() -> str:
@@ -83,7 +89,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
-            f"{path} is not a readable FNAC checkpoint ({type(exc).__name__}: {exc})"
+            f"{path} is not a readable FNAC checkpoint ({type(exc).__name__}: {_first_line(exc)})"
         ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
@@ -144,8 +150,8 @@ def infer_config(state: dict[str, torch.Tensor], **overrides: Any) -> FNACConfig
 def import_official(
     src: str | os.PathLike,
     *,
-    sample_rate: int = 16_000,
-    tau: float = 0.03,
+    sample_rate: int = FNACConfig.sample_rate,
+    tau: float = FNACConfig.tau,
     metadata: dict[str, Any] | None = None,
 ) -> tuple[FNAC, dict[str, Any], list[str]]:
     """Load an official FNAC / EZ-VSL checkpoint into our network.
@@ -160,7 +166,7 @@ def import_official(
         raw = _load_untrusted(src)
     except Exception as exc:
         raise CheckpointError(
-            f"cannot read {src} safely ({type(exc).__name__}: {exc}); only tensors, dicts and argparse "
+            f"cannot read {src} safely ({type(exc).__name__}: {_first_line(exc)}); only tensors, dicts and argparse "
             "namespaces are accepted"
         ) from exc
     state = official_state_dict(raw)

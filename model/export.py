@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fnac.errors import FnacError
 from model.atomic import atomic_path
 from model.checkpoint import package_version, weights_sha256
 from model.config import FNACConfig
@@ -41,7 +42,7 @@ REDUCED_MIN_CORRELATION = 0.99
 FLOAT_SCOPES = ("/fnac/spectrogram/", "/fnac/normalize/", "/fnac/objectness/")
 
 
-class ExportError(RuntimeError):
+class ExportError(FnacError, RuntimeError):
     """The exported graph does not reproduce the torch network; nothing was written."""
 
 

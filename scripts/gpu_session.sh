@@ -12,7 +12,7 @@ OUT=${1:-runs/gpu}; W=$OUT/work; mkdir -p "$W"
 NTRAIN=${NTRAIN:-20000}; NVAL=${NVAL:-500}; IMG=${IMG:-224}; FULLW=${FULLW:-64}; FULLD=${FULLD:-512}
 P1=${P1:-430}; P2=${P2:-495}
 BENCH=${BENCH:---device cuda --width 64 --dim 512 --batch-size 128 --steps 24 --warmup 3 --rounds 3 --workers 16}
-F="python3 -m training.cli"
+F="python3 -m fnac"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 say bench
 # shellcheck disable=SC2086

@@ -1,11 +1,34 @@
-"""`fnac serve` lands here: settings from FNAC_* variables, overridden by explicit arguments, then uvicorn."""
+"""`fnac serve`: the HTTP service on an exported ONNX model.
+
+Starts the FastAPI service on ONNX Runtime. Without --model it serves FNAC_MODEL or the bundled default model.
+Every FNAC_* environment setting applies (service/config.py lists them); the options here override them.
+"""
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
+from fnac.errors import FnacError
 from service.config import Settings
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    defaults = Settings.model_fields
+    p.add_argument("--model", help="ONNX model to serve (default: FNAC_MODEL, else the bundled model)")
+    p.add_argument("--host", help=f"bind address (default: FNAC_HOST, else {defaults['host'].default})")
+    p.add_argument("--port", type=int, help=f"port (default: FNAC_PORT, else {defaults['port'].default})")
+    p.add_argument(
+        "--providers",
+        help="comma list of ONNX Runtime providers such as cuda,cpu, or auto (default: FNAC_PROVIDERS, else "
+        "auto: TensorRT, CUDA then CPU when a GPU is visible, else CPU)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {"providers": args.providers} if args.providers is not None else {}
+    serve(model=args.model, host=args.host, port=args.port, **overrides)
+    return 0
 
 
 def serve(
@@ -27,11 +50,7 @@ def serve(
     explicit = {"model": model, "host": host, "port": port, **overrides}
     settings = Settings(**{key: value for key, value in explicit.items() if value is not None})
     logs.configure(settings.log_level, settings.log_json)
-    if not Path(settings.model).is_file():
-        sys.exit(
-            f"fnac serve: model file {str(settings.model)!r} not found. Pass --model path/to/model.onnx or set "
-            "FNAC_MODEL (export one with `fnac export`)."
-        )
+    check_model_file(Path(settings.model))
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -41,6 +60,20 @@ def serve(
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         server_header=False,
     )
+
+
+def check_model_file(path: Path) -> None:
+    """Refuse, in one line, a model the service cannot load: a missing file, or a checkpoint not exported yet."""
+    if path.suffix in (".pt", ".pth") and path.is_file():
+        raise FnacError(
+            f"{path} is a checkpoint; the service runs exported ONNX models: export it first: "
+            f"fnac export {path} -o {path.with_suffix('.onnx')}"
+        )
+    if not path.is_file():
+        raise FnacError(
+            f"model file {str(path)!r} not found; pass --model path/to/model.onnx or set FNAC_MODEL (make one "
+            "with `fnac export`)"
+        )
 
 
 if __name__ == "__main__":

@@ -32,15 +32,11 @@ import torch
 from torch.utils.data import Dataset
 
 from model.config import FNACConfig
-from training.layout import frames_and_audio
+from training.layout import DatasetError, frames_and_audio
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-
-
-class DatasetError(ValueError):
-    """A dataset directory or manifest that cannot be used, with the reason."""
 
 
 @dataclass(frozen=True)

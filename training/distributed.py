@@ -14,6 +14,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from fnac.errors import FnacError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -31,7 +33,7 @@ class DistInfo:
         return self.rank == 0
 
 
-class DeviceError(ValueError):
+class DeviceError(FnacError, ValueError):
     """The device asked for is not there."""
 
 

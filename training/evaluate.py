@@ -23,14 +23,10 @@ import numpy as np
 
 from training import metrics
 from training.annotations import load_flickr_annotations, load_vggss_json
-from training.layout import frames_and_audio, load_pair
+from training.layout import DatasetError, frames_and_audio, load_pair
 
 log = logging.getLogger(__name__)
 NEGATIVE_KINDS = ("silence", "noise", "offscreen")
-
-
-class DatasetError(ValueError):
-    """A dataset directory that cannot be evaluated, with the reason."""
 
 
 @dataclass(frozen=True)
@@ -462,7 +458,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="annotations to evaluate: test (vggss.json / Annotations/) or val (vggss_val.json, from fnac synth); "
         "calibrate --write-threshold on val, then report on test",
     )
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="samples per model call")
     p.add_argument("--limit", type=int, help="evaluate only the first N ids (sorted)")
     p.add_argument("--no-negatives", action="store_true", help="skip negative-audio metrics")
     p.add_argument(

@@ -8,6 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fnac.errors import FnacError
+
+
+class DatasetError(FnacError, ValueError):
+    """A dataset directory or manifest that cannot be used, with the reason."""
+
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac")
 # What a folder scan (`fnac prepare DIR`, `fnac score DIR`) takes for a video: the usual extensions of the video
@@ -53,7 +60,7 @@ def dataset_pairs(root: str | Path) -> list[tuple[Path, Path]]:
     frames, audio = frames_and_audio(root)
     ids = sorted(frames.keys() & audio.keys())
     if not ids:
-        raise FileNotFoundError(f"no frames/<id>.jpg with a matching audio/<id>.wav under {root}")
+        raise DatasetError(f"no frames/<id>.jpg with a matching audio/<id>.wav under {root}")
     return [(frames[i], audio[i]) for i in ids]
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from model.atomic import atomic_write_bytes
-from training.layout import scan_videos
+from training.layout import DatasetError, scan_videos
 
 log = logging.getLogger("fnac.prepare")
 
@@ -62,7 +62,7 @@ def find_videos(input_path: str | Path) -> list[Job]:
 
         return [Job(clip_id, video) for clip_id, video in read_manifest(input_path)]
     if not input_path.is_dir():
-        raise FileNotFoundError(f"input not found: {input_path}")
+        raise DatasetError(f"input not found: {input_path}")
     videos, skipped = scan_videos(input_path)
     if skipped:
         shown = ", ".join(str(p.relative_to(input_path)) for p in skipped[:10])

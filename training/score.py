@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from fnac import media, pipeline, postprocess
+from fnac.errors import FnacError
 from fnac.runtime import ModelError, ModelRuntime
 from model.atomic import atomic_path, atomic_write_bytes
 from training.layout import VIDEO_SUFFIXES, frames_and_audio
@@ -61,7 +62,7 @@ log = logging.getLogger("fnac.score")
 LIST_SUFFIXES = (".csv", ".tsv", ".tab")
 
 
-class ScoreError(Exception):
+class ScoreError(FnacError):
     """A user mistake (bad option, unreadable list, repeated ids): one line, exit status 2."""
 
 

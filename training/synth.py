@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fnac.errors import FnacError
 from training.mediafiles import wav_bytes, write_mp4
 from training.scenes import render_scene
 from training.sounds import plain_noise, scene_audio
@@ -59,6 +60,10 @@ PRESETS = {
     "vggss": {},
     "headroom": {"area_beta": (4.0, 8.0), "area_range": (0.15, 0.55), "distractors": (2, 4)},
 }
+
+
+class SynthError(FnacError, ValueError):
+    """Knobs that cannot make a benchmark (too few classes for the distractors, an odd image size, ...)."""
 
 
 @dataclass
@@ -91,20 +96,20 @@ class SynthConfig:
     def __post_init__(self):
         lo, hi = self.distractors
         if not 0 <= lo <= hi:
-            raise ValueError(f"distractors must be (min, max) with 0 ≤ min ≤ max, got {self.distractors}")
+            raise SynthError(f"distractors must be (min, max) with 0 ≤ min ≤ max, got {self.distractors}")
         # distractors are of classes other than the sounding one, all distinct; off-screen needs one more
         need = hi + 1 + (1 if self.negatives else 0)
         if self.n_classes < need:
-            raise ValueError(
+            raise SynthError(
                 f"n_classes={self.n_classes} is too few for up to {hi} distractors"
                 f"{' and an off-screen class' if self.negatives else ''}: need at least {need}"
             )
         if self.image_size < 16 or self.image_size % 2:
-            raise ValueError(
+            raise SynthError(
                 f"image_size must be an even number ≥ 16 (H.264 needs even sizes), got {self.image_size}"
             )
         if not 0 < self.area_range[0] < self.area_range[1] <= 1:
-            raise ValueError(f"area_range must satisfy 0 < min < max ≤ 1, got {self.area_range}")
+            raise SynthError(f"area_range must satisfy 0 < min < max ≤ 1, got {self.area_range}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -247,7 +252,7 @@ def make_synth(
     defaults (1-3 distractors, VGG-SS-like sizes). Other :class:`SynthConfig` fields can be passed by name.
     """
     if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+        raise SynthError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
     defaults = {f.name: f.default for f in fields(SynthConfig)}
     knobs = {**defaults, **PRESETS.get(preset or "vggss", {})}
     distractors = knobs["distractors"] if distractors is None else distractors

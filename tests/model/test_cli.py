@@ -1,28 +1,8 @@
-import subprocess
-import sys
-import time
-
 import torch
 
+from fnac.cli import main
 from model.export import read_metadata
 from tests.model.official_reference import OfficialStyleFNAC, official_checkpoint
-from training.cli import main
-
-
-def test_help_is_fast_and_lists_every_verb():
-    start = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "training.cli", "--help"], capture_output=True, text=True, check=True
-    )
-    elapsed = time.perf_counter() - start
-    for verb in ("synth", "prepare", "train", "eval", "export", "import", "score", "serve", "bench"):
-        assert verb in out.stdout
-    assert elapsed < 5  # generous for a loaded CI box; the point is that torch is not imported
-    check = "import sys, training.cli; training.cli.build_parser(); print('torch' in sys.modules)"
-    assert (
-        subprocess.run([sys.executable, "-c", check], capture_output=True, text=True).stdout.strip()
-        == "False"
-    )
 
 
 def test_import_then_export(tmp_path, capsys):

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision
 
+from fnac.cli import main
 from model.export import example_inputs, read_metadata
-from training.cli import main
 
 
 def torchvision_objectness(weights_path, images: np.ndarray) -> np.ndarray:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.live_server import live_server
 from tests.service.conftest import encode_audio, encode_image, frame_with_square, make_clip, tone
+from training.live_server import live_server
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 # The flags from docs/ENVIRONMENT.md; Playwright adds --headless and a fresh --user-data-dir per launch.

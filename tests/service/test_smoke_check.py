@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.live_server import live_server
 from service.config import DEFAULT_MODEL
 from tests.service.conftest import make_clip, tone
+from training.live_server import live_server
 
 CHECK = Path(__file__).resolve().parents[2] / "docker" / "smoke_check.py"
 

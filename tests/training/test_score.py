@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.cli import main as fnac_main
+from fnac.cli import main as fnac_main
 from training.score import find_items, load_existing, merge_outputs, parse_shard, score_items
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -386,7 +386,7 @@ def test_fnac_score_runs_where_torch_cannot_be_imported(media, tiny_onnx_model, 
     argv = ["score", "--model", str(tiny_onnx_model), str(media["data"]), "-o", str(out), "--no-progress"]
     code = (
         "import sys; sys.modules['torch'] = None  # any `import torch` now raises ImportError\n"
-        f"from training.cli import main; sys.exit(main({argv!r}))"
+        f"from fnac.cli import main; sys.exit(main({argv!r}))"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
     assert sorted(line["id"] for line in read_jsonl(out)) == ["pair_a", "pair_b"]

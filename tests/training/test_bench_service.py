@@ -3,8 +3,8 @@
 import json
 import math
 
-from benchmarks import bench_service
-from training.cli import main
+from fnac.cli import main
+from training import bench_service
 
 
 def test_bench_service_reports_raw_and_both_batching_modes(tiny_onnx_model, tmp_path, capsys):

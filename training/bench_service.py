@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +23,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from benchmarks.live_server import live_server
+from fnac.errors import FnacError
+from training.live_server import live_server
 
 FRAME_SIZE = (640, 360)
 UPLOAD_SAMPLE_RATE = 44100
@@ -305,8 +305,7 @@ def main(args) -> int:
     with tempfile.TemporaryDirectory(prefix="fnac-bench-service-") as tmp:
         work_dir = Path(tmp)
         if args.model and not Path(args.model).is_file():
-            print(f"fnac bench service: error: model file {args.model!r} not found", file=sys.stderr)
-            return 2
+            raise FnacError(f"model file {args.model!r} not found")
         try:
             model, source = (Path(args.model), args.model) if args.model else default_model(work_dir)
             print(f"model: {source}", flush=True)
@@ -318,8 +317,7 @@ def main(args) -> int:
                 work_dir=work_dir,
             )
         except RuntimeError as exc:  # no model to export, or a server that did not start (its log included)
-            print(f"fnac bench service: error: {exc}", file=sys.stderr)
-            return 2
+            raise FnacError(str(exc)) from None
     result["model_source"] = source
     print(
         f"{result['model']} ({result['image_size']} px) on {', '.join(result['providers'])}, "

@@ -1,0 +1,45 @@
+"""`fnac bench model|service`: speed measured side by side, printed as ratios (docs/BENCHMARKS.md).
+
+model: eager PyTorch with the official per-item scipy preprocessing against our ONNX fp32 and int8 graphs
+(needs the train extra). service: the HTTP service on loopback against the bare ONNX Runtime session, with
+micro-batching on and off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+TARGETS = {"model": "training.bench_model", "service": "training.bench_service"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", choices=sorted(TARGETS), help="what to measure")
+    p.add_argument("--repeats", type=int, default=20, help="model: timed runs per measurement")
+    p.add_argument(
+        "--threads", type=int, default=0, help="intra-op threads for torch and ORT (0 = all cores)"
+    )
+    p.add_argument(
+        "--checkpoint", help="model: checkpoint to measure (default: a randomly initialised paper network)"
+    )
+    p.add_argument(
+        "--calib-data", help="model: dataset directory for int8 calibration (default: generated inputs)"
+    )
+    p.add_argument(
+        "--ogl",
+        action="store_true",
+        help="model: also time the graphs with the OGL object branch, side by side",
+    )
+    p.add_argument(
+        "--ogl-weights",
+        metavar="RESNET18.pth",
+        help="model: object branch weights for --ogl (default: a randomly initialised ResNet-18, same cost)",
+    )
+    p.add_argument("--model", help="service: ONNX model (default: FNAC_MODEL, else the bundled model)")
+    p.add_argument("--duration", type=float, default=10.0, help="service: seconds per load level")
+    p.add_argument("--concurrency", default="1,8,32", help="service: client concurrencies, comma separated")
+    p.add_argument("--json", help="also write the results as JSON to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    return importlib.import_module(TARGETS[args.target]).main(args)
