@@ -24,7 +24,6 @@ import io
 import logging
 import os
 import sys
-import wave
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 
 from model.atomic import atomic_write_bytes
 from training.layout import DatasetError, scan_videos
+from training.mediafiles import wav_bytes
 
 log = logging.getLogger("fnac.prepare")
 
@@ -88,18 +88,6 @@ def output_paths(out: Path, clip_id: str) -> tuple[Path, Path]:
 
 def is_done(out: Path, clip_id: str) -> bool:
     return all(p.is_file() for p in output_paths(out, clip_id))
-
-
-def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """Mono 16-bit PCM WAV of float audio in [-1, 1]."""
-    pcm = np.clip(np.rint(np.asarray(audio, dtype=np.float64) * 32767), -32768, 32767).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    return buffer.getvalue()
 
 
 def jpeg_bytes(frame: np.ndarray, quality: int) -> bytes:
