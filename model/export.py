@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fnac import contract
 from fnac.errors import FnacError
 from model.atomic import atomic_path
 from model.checkpoint import package_version, weights_sha256
@@ -30,7 +31,7 @@ from model.ogl import DEFAULT_ALPHA, ObjectnessBranch
 
 log = logging.getLogger(__name__)
 
-ONNX_FORMAT_VERSION = "1"
+ONNX_FORMAT_VERSION = contract.FORMAT_VERSION
 OPSET = 17
 # Parity bound of docs/CONTRACT.md: max |ORT − torch| on the heatmap relative to the heatmap's range.
 FP32_TOLERANCE = 1e-4

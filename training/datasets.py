@@ -36,8 +36,6 @@ from training.layout import DatasetError, frames_and_audio
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-
 
 @dataclass(frozen=True)
 class Sample:

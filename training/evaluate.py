@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fnac.contract import NEGATIVE_KINDS
 from training import metrics
 from training.annotations import load_flickr_annotations, load_vggss_json
 from training.layout import DatasetError, frames_and_audio, load_pair
 
 log = logging.getLogger(__name__)
-NEGATIVE_KINDS = ("silence", "noise", "offscreen")
 
 
 @dataclass(frozen=True)

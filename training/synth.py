@@ -35,18 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
+from fnac.contract import NEGATIVE_KINDS, SPLITS
 from fnac.errors import FnacError
 from training.mediafiles import wav_bytes, write_mp4
 from training.scenes import render_scene
 from training.sounds import plain_noise, scene_audio
 
-SPLITS = ("train", "val", "test")
 _SPLIT_CODE = {"train": 1, "val": 2, "test": 3}
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "ring", "cross", "star", "bowtie")
 PATTERNS = ("solid", "hstripes", "vstripes", "diagonal", "checker", "dots")
 RHYTHMS = ("steady", "tremolo", "pulses", "plucks")
 TIMBRES = ("saw", "odd", "formant")
-NEGATIVE_KINDS = ("silence", "noise", "offscreen")
 # Measured on the real vggss.json (5,158 entries): the union of a sample's boxes covers a fraction of the
 # 224×224 grid with quantiles 5%: 0.033, 25%: 0.121, 50%: 0.253, 75%: 0.463, 95%: 0.780 (mean 0.312).
 # Beta(1, 2.2) has 0.023 / 0.123 / 0.270 / 0.467 / 0.744 — close, and is the default size law.
