@@ -53,7 +53,7 @@ def run_name(rate: float, arm: str, seed: int) -> str:
 def train_command(data: Path, run_dir: Path, args, *extra: str) -> list[str]:
     """The `fnac train` command line shared by the warm-up and every arm."""
     command = [
-        sys.executable, "-m", "training.cli", "train", "--data", str(data), "-o", str(run_dir),
+        sys.executable, "-m", "fnac", "train", "--data", str(data), "-o", str(run_dir),
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--width", str(args.width),
         "--dim", str(args.dim), "--image-size", str(args.image_size), "--clip-seconds", str(args.clip_seconds),
         "--dropout-img", "0",
