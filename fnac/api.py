@@ -15,18 +15,14 @@ with the same numbers `POST /localize` answers for the same input and options; b
 from __future__ import annotations
 
 import time
-from importlib import resources
 from pathlib import Path
 
-from fnac import media, pipeline, postprocess, schemas
+from fnac import contract, media, pipeline, postprocess, schemas
 from fnac.errors import LocalizeError
 from fnac.pipeline import BoxesMode, ImageInput, InputSpec, PostOptions
 from fnac.runtime import ModelRuntime
 
-
-def default_model_path() -> Path:
-    """The model bundled with the package (`service/models/default.onnx`)."""
-    return Path(str(resources.files("service").joinpath("models", "default.onnx")))
+default_model_path = contract.default_model_path
 
 
 class Localizer:
@@ -46,8 +42,8 @@ class Localizer:
         threads: int = 0,
         sounding_threshold: float | None = None,
         silence_dbfs: float = postprocess.SILENCE_DBFS,
-        box_threshold: float = 0.5,
-        box_min_area: float = 0.005,
+        box_threshold: float = contract.BOX_THRESHOLD,
+        box_min_area: float = contract.BOX_MIN_AREA,
         max_seconds: float = media.DEFAULT_MAX_SECONDS,
         max_pixels: int = media.DEFAULT_MAX_PIXELS,
         max_windows: int = pipeline.DEFAULT_MAX_WINDOWS,

@@ -7,6 +7,9 @@ that an exported model carries no metadata key that is not listed here.
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
 # ---------------------------------------------------------------------------------------------- ONNX model
 
 FORMAT_VERSION = "1"  # fnac_format_version: bumped when the graph's interface changes incompatibly
@@ -48,6 +51,12 @@ BOX_THRESHOLD = 0.5  # boxes surround the min-max normalised map at or above thi
 BOX_MIN_AREA = 0.005  # smallest box component, as a fraction of the frame
 MAX_WINDOWS = 1000  # windows of one sweep offline (fnac score, the Python API)
 MAX_WINDOWS_PER_REQUEST = 128  # the service's default (FNAC_MAX_WINDOWS): uploads are untrusted
+
+
+def default_model_path() -> Path:
+    """The model bundled with the package (`service/models/default.onnx`): what `fnac serve`, `fnac score` and
+    `fnac.Localizer` run when given no model."""
+    return Path(str(resources.files("service").joinpath("models", "default.onnx")))
 
 
 def parse_providers(value: str | list[str] | None) -> list[str] | None:

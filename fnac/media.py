@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import warnings
 import wave
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
+from fnac import contract
 from fnac.errors import LocalizeError
 
 Source = bytes | str | os.PathLike
@@ -42,6 +44,17 @@ class MediaError(LocalizeError):
 
 class MediaTooLarge(MediaError):
     """The input exceeds a configured limit (pixels, duration)."""
+
+
+def _in_words(exc: BaseException) -> str:
+    """What a decoder said went wrong, without what means nothing to the sender: FFmpeg's error number and the
+    '<none>' file name PyAV gives in-memory uploads, or the repr of the buffer Pillow read from."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    text = re.sub(r"\[Errno -?\d+\]\s*", "", text)
+    text = re.sub(r":?\s*'<none>'", "", text)
+    text = re.sub(r"\s*<[^<>]* object at 0x[0-9a-f]+>", "", text)
+    text = text.strip().rstrip(":").strip()
+    return (text[:1].lower() + text[1:]) if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -88,11 +101,15 @@ def open_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: st
     except (MediaError, FileNotFoundError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise MediaTooLarge("image_too_large", f"image in '{name}' is too large to decode: {exc}") from None
+        raise MediaTooLarge(
+            "image_too_large", f"image in '{name}' is too large to decode: {_in_words(exc)}"
+        ) from None
     except Image.UnidentifiedImageError:
         raise MediaError("unreadable_image", f"'{name}' is not an image format we can read") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated / corrupt pixel data
-        raise MediaError("corrupt_image", f"image in '{name}' could not be decoded: {exc}") from None
+        raise MediaError(
+            "corrupt_image", f"image in '{name}' could not be decoded: {_in_words(exc)}"
+        ) from None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -243,7 +260,9 @@ def _decode_audio_stream(container, stream, sample_rate: int, max_seconds: float
                 )
     except av.FFmpegError as exc:
         if not chunks:
-            raise MediaError("corrupt_media", f"audio in '{name}' could not be decoded: {exc}") from None
+            raise MediaError(
+                "corrupt_media", f"audio in '{name}' could not be decoded: {_in_words(exc)}"
+            ) from None
         # A damaged tail (e.g. a truncated upload): keep what decoded.
     if not chunks or source_rate is None:
         raise MediaError("empty_audio", f"the audio stream in '{name}' contains no samples")
@@ -255,7 +274,8 @@ def _to_model_rate(mono: np.ndarray, source_rate: int, sample_rate: int, name: s
         wave = resample(mono, source_rate, sample_rate)
     except av.FFmpegError as exc:  # an absurd rate in the header (e.g. 2^31 - 1 Hz): swresample gives up
         raise MediaError(
-            "corrupt_media", f"audio in '{name}' could not be resampled from {source_rate} Hz: {exc}"
+            "corrupt_media",
+            f"audio in '{name}' could not be resampled from {source_rate} Hz: {_in_words(exc)}",
         ) from None
     if not wave.size:  # so few samples at so high a rate that nothing is left at the model rate
         raise MediaError("empty_audio", f"the audio stream in '{name}' contains no samples")
@@ -336,7 +356,7 @@ def decode_clip_sweep(
     sample_rate: int,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_windows: int = 1000,
+    max_windows: int = contract.MAX_WINDOWS,
     image_size: int | None = None,
     name: str = "upload",
 ) -> tuple[list[ClipWindow], float]:
@@ -442,7 +462,9 @@ def iter_frames(
                     break
                 yield frame_time, upright(frame.to_ndarray(format="rgb24"), display_orientation(frame))
         except av.FFmpegError as exc:
-            raise MediaError("corrupt_media", f"video in '{name}' could not be decoded: {exc}") from None
+            raise MediaError(
+                "corrupt_media", f"video in '{name}' could not be decoded: {_in_words(exc)}"
+            ) from None
 
 
 def _frames_at(container, stream, times: list[float], image_size: int | None, name: str):
@@ -459,7 +481,9 @@ def _frames_at(container, stream, times: list[float], image_size: int | None, na
             int((start + times[0]) / stream.time_base), stream=stream, backward=True, any_frame=False
         )
     except av.FFmpegError as exc:  # e.g. a video stream without a single frame (nothing to seek to)
-        raise MediaError("corrupt_media", f"video in '{name}' could not be decoded: {exc}") from None
+        raise MediaError(
+            "corrupt_media", f"video in '{name}' could not be decoded: {_in_words(exc)}"
+        ) from None
     frames: list[tuple[np.ndarray, tuple[int, int]]] = []
     shown = None  # the last decoded frame, as (time, VideoFrame)
     try:
@@ -472,7 +496,9 @@ def _frames_at(container, stream, times: list[float], image_size: int | None, na
             shown = (frame_time, frame)
     except av.FFmpegError as exc:
         if shown is None:
-            raise MediaError("corrupt_media", f"video in '{name}' could not be decoded: {exc}") from None
+            raise MediaError(
+                "corrupt_media", f"video in '{name}' could not be decoded: {_in_words(exc)}"
+            ) from None
     if shown is None and len(frames) < len(times):
         raise MediaError("no_video_frames", f"the video stream in '{name}' contains no decodable frames")
     while len(frames) < len(times):  # times past the last frame show the last frame
@@ -554,7 +580,7 @@ def _open(source: Source, name: str):
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise MediaError(
-            "unreadable_media", f"'{name}' is not a media file FFmpeg can read ({exc})"
+            "unreadable_media", f"'{name}' is not a media file FFmpeg can read ({_in_words(exc)})"
         ) from None
 
 

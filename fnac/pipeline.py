@@ -30,7 +30,7 @@ from typing import Literal, TypeVar
 import numpy as np
 from PIL import Image
 
-from fnac import media, postprocess
+from fnac import contract, media, postprocess
 from fnac.postprocess import Box
 
 log = logging.getLogger("fnac.pipeline")
@@ -39,7 +39,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 BoxesMode = Literal["sounding", "always"]
 BOXES_MODES: tuple[str, ...] = ("sounding", "always")
-DEFAULT_MAX_WINDOWS = 1000
+DEFAULT_MAX_WINDOWS = contract.MAX_WINDOWS
 
 # A frame given as pixels: uint8 [H, W, 3] RGB (as displayed), or a PIL image.
 ImageInput = media.Source | np.ndarray | Image.Image
@@ -301,8 +301,8 @@ class PostOptions:
     tau: float
     sounding_threshold: float
     silence_dbfs: float = postprocess.SILENCE_DBFS
-    box_threshold: float = 0.5
-    box_min_area: float = 0.005
+    box_threshold: float = contract.BOX_THRESHOLD
+    box_min_area: float = contract.BOX_MIN_AREA
     boxes: BoxesMode = "sounding"  # "always": boxes even for a window that is not sounding
 
     def __post_init__(self):

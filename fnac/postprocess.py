@@ -24,8 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from fnac import contract
+
 OVERLAY_ALPHA = 0.5
-SILENCE_DBFS = -60.0  # the usual digital-silence level (FFmpeg's silencedetect uses the same default)
+SILENCE_DBFS = contract.SILENCE_DBFS
 LEVEL_FLOOR_DBFS = -120.0  # reported for exact zeros instead of -inf
 BOX_COLOR = (255, 255, 255)
 
@@ -70,8 +72,8 @@ def find_boxes(
     normalized: np.ndarray,
     raw: np.ndarray,
     *,
-    threshold: float = 0.5,
-    min_area: float = 0.005,
+    threshold: float = contract.BOX_THRESHOLD,
+    min_area: float = contract.BOX_MIN_AREA,
     max_boxes: int = 10,
     score_scale: float = 1.0,
 ) -> list[Box]:
@@ -169,8 +171,8 @@ def localize(
     frame_size: tuple[int, int],
     *,
     tau: float,
-    threshold: float = 0.5,
-    min_area: float = 0.005,
+    threshold: float = contract.BOX_THRESHOLD,
+    min_area: float = contract.BOX_MIN_AREA,
 ) -> Localization:
     """Upsample the model's heatmap to `frame_size` (height, width), normalise it and find boxes."""
     height, width = frame_size

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from fnac import contract
 from fnac.errors import FnacError
 
 log = logging.getLogger("fnac.runtime")
@@ -26,7 +27,7 @@ log = logging.getLogger("fnac.runtime")
 SUPPORTED_FORMAT_VERSIONS = {"1"}
 # Used only when the model carries no calibrated `sounding_threshold` and FNAC_SOUNDING_THRESHOLD is unset:
 # a raw cosine of 0.5 is well above what unrelated audio-visual pairs reach in practice.
-FALLBACK_SOUNDING_THRESHOLD = 0.5
+FALLBACK_SOUNDING_THRESHOLD = contract.FALLBACK_SOUNDING_THRESHOLD
 
 _PROVIDER_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -131,7 +132,8 @@ def choose_providers(requested: list[str] | None = None) -> list[str]:
     """Providers to ask ONNX Runtime for: the requested ones (short names allowed), or auto (none requested, or
     just "auto", as `--providers auto` and FNAC_PROVIDERS=auto say)."""
     available = ort.get_available_providers()
-    if requested and [name.strip().lower() for name in requested] != ["auto"]:
+    requested = contract.parse_providers(requested)
+    if requested:
         chosen = [_PROVIDER_NAMES.get(name.lower(), name) for name in requested]
         unknown = [name for name in chosen if name not in available]
         if unknown:

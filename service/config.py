@@ -12,7 +12,9 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_MODEL = Path(__file__).parent / "models" / "default.onnx"
+from fnac import contract
+
+DEFAULT_MODEL = contract.default_model_path()
 
 
 def _comma_list(value):
@@ -66,13 +68,17 @@ class Settings(BaseSettings):
     decode_timeout_s: float = Field(30.0, gt=0)
     max_clip_seconds: float = Field(300.0, gt=0)
     max_image_pixels: int = Field(40_000_000, ge=1)
-    max_windows: int = Field(128, ge=1, description="windows per sweep")
+    max_windows: int = Field(contract.MAX_WINDOWS_PER_REQUEST, ge=1, description="windows per sweep")
 
     # Post-processing and decisions.
-    box_threshold: float = Field(0.5, ge=0, le=1, description="on the min-max normalised heatmap")
-    box_min_area: float = Field(0.005, ge=0, le=1, description="smallest box component, fraction of frame")
+    box_threshold: float = Field(
+        contract.BOX_THRESHOLD, ge=0, le=1, description="on the min-max normalised heatmap"
+    )
+    box_min_area: float = Field(
+        contract.BOX_MIN_AREA, ge=0, le=1, description="smallest box component, fraction of frame"
+    )
     silence_dbfs: float = Field(
-        -60.0,
+        contract.SILENCE_DBFS,
         le=0,
         description="audio windows whose RMS level is at or below this (dBFS) are never `sounding`",
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fnac import contract
 from fnac.contract import NEGATIVE_KINDS
 from training import metrics
 from training.annotations import load_flickr_annotations, load_vggss_json
@@ -514,7 +515,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    providers = args.providers.split(",") if args.providers else None
+    providers = contract.parse_providers(args.providers)
     report, scored, prior = evaluate(
         args.model,
         args.data,

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fnac import media, pipeline, postprocess
+from fnac import contract, media, pipeline, postprocess
 from fnac.errors import FnacError
 from fnac.runtime import ModelError, ModelRuntime
 from model.atomic import atomic_path, atomic_write_bytes
@@ -95,14 +95,12 @@ def find_items(inputs: Sequence[str | Path]) -> list[Item]:
             items += _dataset_items(path) if _is_dataset_dir(path) else _video_dir_items(path)
         elif path.suffix.lower() in LIST_SUFFIXES:
             items += _list_items(path)
-        elif path.suffix.lower() in VIDEO_SUFFIXES:
-            items.append(Item(path.stem, video=path))  # a missing file is a per-item failure, found at decode
-        elif not path.exists():
-            raise ScoreError(f"input not found: {path}")
+        elif path.suffix.lower() in VIDEO_SUFFIXES or path.is_file():
+            # A file named here is tried as a video whatever its extension, as the service tries any upload;
+            # a missing one is a per-item failure, found at decode.
+            items.append(Item(path.stem, video=path))
         else:
-            raise ScoreError(
-                f"{path}: not a video ({' '.join(VIDEO_SUFFIXES)}), a directory or a CSV/TSV list"
-            )
+            raise ScoreError(f"input not found: {path}")
     ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         repeated = sorted({i for i in ids if ids.count(i) > 1})
@@ -533,11 +531,11 @@ def score_items(
     heatmap_decimals: int | None = 4,
     sounding_threshold: float | None = None,
     silence_dbfs: float = postprocess.SILENCE_DBFS,
-    box_threshold: float = 0.5,
-    box_min_area: float = 0.005,
+    box_threshold: float = contract.BOX_THRESHOLD,
+    box_min_area: float = contract.BOX_MIN_AREA,
     boxes: str = "sounding",
     max_seconds: float = media.DEFAULT_MAX_SECONDS,
-    max_windows: int = 1000,
+    max_windows: int = contract.MAX_WINDOWS,
     retry_failed: bool = False,
     providers: list[str] | None = None,
     threads: int = 0,
@@ -721,7 +719,7 @@ def _pin_gpu_to_local_rank() -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `fnac score`."""
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="video files, directories or CSV/TSV lists")
-    p.add_argument("--model", help="exported ONNX model (required unless --merge)")
+    p.add_argument("--model", help="exported ONNX model (default: the bundled model)")
     p.add_argument("-o", "--output", required=True, help="JSONL file to append to (resumed when it exists)")
     p.add_argument(
         "--stride",
@@ -753,8 +751,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=postprocess.SILENCE_DBFS,
         help="audio windows at or below this RMS level are never 'sounding' (default %(default)s dBFS)",
     )
-    p.add_argument("--box-threshold", type=float, default=0.5, help="on the normalised heatmap (default 0.5)")
-    p.add_argument("--box-min-area", type=float, default=0.005, help="smallest box, fraction of the frame")
+    p.add_argument(
+        "--box-threshold", type=float, default=contract.BOX_THRESHOLD, help="on the normalised heatmap"
+    )
+    p.add_argument(
+        "--box-min-area",
+        type=float,
+        default=contract.BOX_MIN_AREA,
+        help="smallest box, fraction of the frame",
+    )
     p.add_argument(
         "--boxes",
         choices=pipeline.BOXES_MODES,
@@ -767,7 +772,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=media.DEFAULT_MAX_SECONDS,
         help="longest clip or audio accepted, in seconds (default %(default)g)",
     )
-    p.add_argument("--max-windows", type=int, default=1000, help="most windows per clip with --stride")
+    p.add_argument(
+        "--max-windows", type=int, default=contract.MAX_WINDOWS, help="most windows per clip with --stride"
+    )
     p.add_argument(
         "--shard", help="score shard i/n of the sorted id list (0-based; default: RANK/WORLD_SIZE)"
     )
@@ -802,7 +809,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     if not args.model:
-        raise ScoreError("--model M.onnx is required")
+        args.model = str(contract.default_model_path())
     if not args.inputs:
         raise ScoreError("give at least one INPUT (video, directory or CSV/TSV list)")
     if args.png is not None and args.png_dir is None:
@@ -825,9 +832,7 @@ def _run(args: argparse.Namespace) -> int:
     items = shard(items, index, count)
     if count > 1:
         log.info("shard %s: %d of %d items -> %s", shard_label, len(items), total, out)
-    providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers else None
-    if providers == ["auto"]:
-        providers = None
+    providers = contract.parse_providers(args.providers)
     summary = score_items(
         items,
         args.model,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fnac
-from benchmarks.live_server import live_server
+from fnac.cli import main as fnac_main
 from service.config import DEFAULT_MODEL
 from tests.service.conftest import (
     build_toy_model,
@@ -21,7 +21,7 @@ from tests.service.conftest import (
     serve_app,
     tone,
 )
-from training.cli import main as fnac_main
+from training.live_server import live_server
 
 SQUARE = (100, 20, 140, 60)
 

@@ -356,3 +356,19 @@ def test_a_wav_header_that_breaks_the_stdlib_parser_is_a_media_error():
     assert media.read_pcm_wav(data, 16000) is None  # the fast path steps aside
     with pytest.raises(media.MediaError):
         media.decode_audio(data, sample_rate=16000, name="broken.wav")
+
+
+@pytest.mark.parametrize("kind", ["audio", "clip", "image"])
+def test_decoder_errors_are_said_in_words(kind):
+    """No FFmpeg error number, no '<none>' file name, no buffer repr: only what is wrong."""
+    garbage = b"this is not media " * 200
+    calls = {
+        "audio": lambda: media.decode_audio(garbage, sample_rate=16000, name="a.wav"),
+        "clip": lambda: media.decode_clip(garbage, clip_seconds=3.0, sample_rate=16000, name="c.mp4"),
+        "image": lambda: media.decode_image(garbage, name="i.png"),
+    }
+    with pytest.raises(media.MediaError) as info:
+        calls[kind]()
+    message = info.value.message
+    assert all(leak not in message for leak in ("[Errno", "<none>", "object at 0x", "BytesIO")), message
+    assert message.startswith(f"'{kind[0]}.") or f"'{kind[0]}." in message

@@ -390,3 +390,16 @@ def test_fnac_score_runs_where_torch_cannot_be_imported(media, tiny_onnx_model, 
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
     assert sorted(line["id"] for line in read_jsonl(out)) == ["pair_a", "pair_b"]
+
+
+def test_without_model_the_bundled_one_scores_any_file_named_on_the_command_line(media, tmp_path):
+    import shutil
+
+    # a clip under an extension no folder scan takes: named here, it is tried like any upload
+    clip = tmp_path / "clip_a.camera"
+    shutil.copy(media["videos"] / "clip_a.mp4", clip)
+    out = tmp_path / "bundled.jsonl"
+    assert fnac_main(["score", str(clip), "-o", str(out), "--no-progress"]) == 0
+    [line] = [json.loads(row) for row in out.read_text().splitlines()]
+    assert line["id"] == "clip_a" and line["error"] is None and len(line["heatmap"]) == 7
+    assert line["model"]["name"] == "fnac-synth-default"

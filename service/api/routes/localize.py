@@ -47,9 +47,21 @@ class LocalizeOptions(BaseModel):
 
 OPTION_FIELDS = set(LocalizeOptions.model_fields)
 
+
+def _form_field_schema(prop: dict) -> dict:
+    """One option's schema as a form field: its type, enum and bounds from the model (the non-null branch of an
+    optional field: a form field is left out, never null), with its description and any default."""
+    branches = [branch for branch in prop.get("anyOf", [prop]) if branch.get("type") != "null"]
+    schema = dict(branches[0]) if len(branches) == 1 else {"anyOf": branches}
+    schema.pop("title", None)
+    schema["description"] = prop.get("description", "")
+    if prop.get("default") is not None:
+        schema["default"] = prop["default"]
+    return schema
+
+
 _option_properties = {
-    name: {"type": "string", "description": field.description or ""}
-    for name, field in LocalizeOptions.model_fields.items()
+    name: _form_field_schema(prop) for name, prop in LocalizeOptions.model_json_schema()["properties"].items()
 }
 _OPENAPI = {
     "requestBody": {

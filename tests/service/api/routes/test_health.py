@@ -132,3 +132,22 @@ async def test_providers_auto_starts_the_service(toy_onnx_model, monkeypatch):
     async with serve_app(toy_onnx_model, providers=Settings().providers) as app:
         body = (await app.client.get("/readyz")).json()
         assert body["ready"] is True and body["providers"][-1] == "CPUExecutionProvider"
+
+
+async def test_openapi_types_the_form_fields(live):
+    schema = (await live.client.get("/openapi.json")).json()
+    body = schema["paths"]["/localize"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    fields = body["properties"]
+    assert fields["t"]["type"] == "number" and fields["t"]["minimum"] == 0
+    assert fields["stride"]["type"] == "number" and fields["stride"]["exclusiveMinimum"] == 0
+    assert fields["box_threshold"]["type"] == "number" and fields["box_threshold"]["maximum"] == 1
+    assert fields["heatmap_png"]["type"] == "boolean"
+    assert {"json", "png"} <= set(fields["format"]["enum"]) and fields["png"]["enum"] == [
+        "overlay",
+        "heatmap",
+    ]
+    assert fields["video"] == {
+        "type": "string",
+        "format": "binary",
+        "description": fields["video"]["description"],
+    }
