@@ -21,6 +21,9 @@ from fnac import media
 log = logging.getLogger("fnac.decoding")
 
 
+WORKER_STARTUP_S = 60.0  # longest wait for a replacement worker to come up before its job is sent
+
+
 class DecodeFailed(media.MediaError):
     """The decoder timed out, crashed or failed unexpectedly on this upload."""
 
@@ -60,6 +63,16 @@ class _Worker:
         self.process.start()
         child_conn.close()
 
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until the new process answers a ping (it imports the decoders first), at most `timeout_s`; a
+        worker that does not answer is left as it is, and the job sent next finds out."""
+        try:
+            self.conn.send((ping, (), {}))
+            if self.conn.poll(timeout_s):
+                self.conn.recv()
+        except (OSError, EOFError):
+            pass
+
     def kill(self) -> None:
         if self.process.is_alive():
             self.process.kill()
@@ -88,6 +101,8 @@ class DecodePool:
         """Start the workers and wait until each has answered once."""
         self._idle = asyncio.Queue()
         self._all = [_Worker(self._context) for _ in range(self.workers)]
+        # Process start-up and imports take seconds on a busy machine: wait for them apart from the job limit.
+        await asyncio.gather(*(asyncio.to_thread(w.wait_ready, WORKER_STARTUP_S) for w in self._all))
         for worker in self._all:
             self._idle.put_nowait(worker)
         try:
@@ -177,6 +192,8 @@ class DecodePool:
         worker.kill()
         fresh = _Worker(self._context)
         self._all = [fresh if w is worker else w for w in self._all]
+        # Starting a process and importing the decoders is not the upload's time: the job's limit starts after.
+        fresh.wait_ready(WORKER_STARTUP_S)
         return fresh
 
     def close(self) -> None:
