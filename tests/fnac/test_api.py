@@ -36,7 +36,8 @@ def clip_path(tmp_path_factory):
     does)."""
     from fnac.media import decode_image
     from tests.service.conftest import rotated_copy
-    from training.synth import make_synth, read_wav, write_mp4
+    from training.mediafiles import read_wav, write_mp4
+    from training.synth import make_synth
 
     folder = tmp_path_factory.mktemp("clip")
     make_synth(folder / "scenes", n_classes=10, n_train=0, n_val=0, n_test=1, image_size=224,
