@@ -45,6 +45,19 @@ def test_packages_keep_their_import_boundaries():
     assert violations == []
 
 
+def test_only_benchmarks_and_tests_import_benchmarks():
+    # The wheel does not install benchmarks/: code that ships must not need it.
+    shipped = [d for d in ROOT.iterdir() if d.is_dir() and d.name not in {"benchmarks", "tests"}]
+    importers = [
+        str(path.relative_to(ROOT))
+        for folder in shipped
+        if not folder.name.startswith(".")
+        for path in sorted(folder.rglob("*.py"))
+        if "benchmarks" in imported_modules(path)
+    ]
+    assert importers == []
+
+
 def test_the_boundary_check_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from torch import nn\n    import training.cli\n")
