@@ -54,11 +54,12 @@ class TrainOptions:
     batch_size: int = 128  # global batch (all ranks together)
     lr: float = 1e-4
     weight_decay: float = 1e-4
-    warmup_epochs: int = 3
-    fns1: float = 100.0
-    fns2: float = 100.0
-    tne: float = 100.0
-    baseline: bool = False  # contrastive only (EZ-VSL)
+    # the loss weights' defaults are LossWeights' (model/losses.py), not copies
+    warmup_epochs: int = LossWeights.warmup_epochs
+    fns1: float = LossWeights.fns1
+    fns2: float = LossWeights.fns2
+    tne: float = LossWeights.tne
+    baseline: bool = LossWeights.contrastive_only  # contrastive only (EZ-VSL)
     spec_augment: bool = True
     freq_mask: int = 10  # mask widths are drawn from [0, freq_mask)
     time_mask: int = 10
