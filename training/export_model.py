@@ -76,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
     if args.name:
         meta["model_name"] = args.name
     meta.setdefault("model_name", Path(args.checkpoint).stem)
+    from fnac.runtime import gpu_visible
+
     providers = (
-        ["CUDAExecutionProvider", "CPUExecutionProvider"] if precision == "fp16" and _gpu_visible() else None
+        ["CUDAExecutionProvider", "CPUExecutionProvider"] if precision == "fp16" and gpu_visible() else None
     )
     parity = export_onnx(
         model,
@@ -102,7 +104,3 @@ def run(args: argparse.Namespace) -> int:
         f"same hottest cell {parity.argmax_agreement:.0%}{ogl}"
     )
     return 0
-
-
-def _gpu_visible() -> bool:
-    return Path("/dev/nvidia0").exists() or Path("/dev/nvidiactl").exists()
