@@ -24,7 +24,7 @@ from fnac.errors import FnacError
 
 log = logging.getLogger("fnac.runtime")
 
-SUPPORTED_FORMAT_VERSIONS = {"1"}
+SUPPORTED_FORMAT_VERSIONS = {contract.FORMAT_VERSION}
 # Used only when the model carries no calibrated `sounding_threshold` and FNAC_SOUNDING_THRESHOLD is unset:
 # a raw cosine of 0.5 is well above what unrelated audio-visual pairs reach in practice.
 FALLBACK_SOUNDING_THRESHOLD = contract.FALLBACK_SOUNDING_THRESHOLD
@@ -68,7 +68,7 @@ class ModelMetadata:
 
     @classmethod
     def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMetadata:
-        missing = [k for k in ("sample_rate", "clip_seconds", "image_size", "tau") if k not in props]
+        missing = [k for k in contract.REQUIRED_METADATA if k != "fnac_format_version" and k not in props]
         if missing:
             raise ModelError(f"{source}: metadata_props lack {', '.join(missing)} (see docs/CONTRACT.md)")
         version = props.get("fnac_format_version", "")
@@ -207,18 +207,18 @@ class ModelRuntime:
     def _check_signature(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
-        expected = {"image": ("tensor(uint8)", 4), "audio": ("tensor(float)", 2)}
+        expected = contract.INPUTS
         for name, (dtype, rank) in expected.items():
             if name not in inputs or inputs[name].type != dtype or len(inputs[name].shape) != rank:
                 raise ModelError(
                     f"{self.path}: input {name!r} must be {dtype} of rank {rank} (docs/CONTRACT.md)"
                 )
-        if not {"heatmap", "score"} <= outputs:
+        if not set(contract.OUTPUTS) <= outputs:
             raise ModelError(
                 f"{self.path}: outputs must include 'heatmap' and 'score', found {sorted(outputs)}"
             )
         # OGL: the objectness output and the fusion weight come together or not at all.
-        self.has_objectness = "objectness" in outputs
+        self.has_objectness = contract.OGL_OUTPUT in outputs
         alpha = self.metadata.ogl_alpha
         if self.has_objectness != (alpha is not None):
             raise ModelError(
