@@ -70,9 +70,14 @@ class Localizer:
         return self.runtime.model_id
 
     def post_options(
-        self, *, boxes: BoxesMode = "sounding", box_threshold: float | None = None
+        self, *, boxes: BoxesMode = "sounding", box_threshold: float | None = None, ogl: bool | None = None
     ) -> PostOptions:
-        """This localizer's post-processing rules, with a request's options."""
+        """This localizer's post-processing rules, with a request's options (`ogl=False`: the audio-visual
+        map alone on a model with object-guided localization)."""
+        try:
+            ogl_alpha = pipeline.ogl_alpha_for(self.metadata, ogl)
+        except ValueError as exc:
+            raise LocalizeError("invalid_parameter", str(exc)) from None
         return PostOptions(
             tau=self.metadata.tau,
             sounding_threshold=self.sounding_threshold,
@@ -80,6 +85,7 @@ class Localizer:
             box_threshold=self.box_threshold if box_threshold is None else box_threshold,
             box_min_area=self.box_min_area,
             boxes=boxes,
+            ogl_alpha=ogl_alpha,
         )
 
     def localize(
@@ -93,6 +99,7 @@ class Localizer:
         boxes: BoxesMode = "sounding",
         box_threshold: float | None = None,
         heatmap_png: bool = False,
+        ogl: bool | None = None,
     ) -> schemas.LocalizeResponse | schemas.SweepResponse:
         """Where in the frame the sound comes from: in a clip (`video`: a path or the file's bytes), or in a
         still frame + audio (`image`: path, bytes, uint8 [H, W, 3] RGB array or PIL image; `audio`: path,
@@ -100,16 +107,18 @@ class Localizer:
 
         `t`: the window's centre in seconds (default: the middle). `stride`: sweep the whole clip, one window
         every `stride` seconds (returns a `SweepResponse`). `boxes="always"`: boxes also for windows that are
-        not sounding. `heatmap_png`: include the upsampled map as base64 PNG, as the API's option.
+        not sounding. `heatmap_png`: include the upsampled map as base64 PNG, as the API's option. `ogl`: on a
+        model with object-guided localization, False serves the audio-visual map alone (default: the model's
+        fused map; True on a model without an object branch is an error).
         """
         started = time.perf_counter()
-        result, (decoded_at, inferred_at) = self._run(video, image, audio, t, stride, boxes, box_threshold)
+        result, (decoded_at, inferred_at) = self._run(
+            video, image, audio, t, stride, boxes, box_threshold, ogl
+        )
         windows = [
             schemas.Localization.from_window(
                 window,
-                postprocess.png_base64(
-                    postprocess.heatmap_png(pipeline.display_map(window.heatmap, result.frame_size))
-                )
+                postprocess.png_base64(postprocess.heatmap_png(window.display_map(result.frame_size)))
                 if heatmap_png
                 else None,
             )
@@ -143,24 +152,22 @@ class Localizer:
         stride: float | None = None,
         boxes: BoxesMode = "sounding",
         box_threshold: float | None = None,
+        ogl: bool | None = None,
     ) -> pipeline.Result:
         """`localize` without the JSON form: the pipeline's `Result`, whose windows carry the heatmaps as numpy
         arrays (what a renderer or further numpy work wants)."""
-        return self._run(video, image, audio, t, stride, boxes, box_threshold)[0]
+        return self._run(video, image, audio, t, stride, boxes, box_threshold, ogl)[0]
 
-    def _run(self, video, image, audio, t, stride, boxes, box_threshold):
+    def _run(self, video, image, audio, t, stride, boxes, box_threshold, ogl=None):
+        options = self.post_options(boxes=boxes, box_threshold=box_threshold, ogl=ogl)
         decoded = self._decode(video, image, audio, t, stride)
         decoded_at = time.perf_counter()
-        heatmaps, scores = pipeline.run_model(
+        heatmaps, scores, objectness = pipeline.run_model(
             self.runtime, decoded.images, decoded.audio, batch_size=self.batch_size
         )
         inferred_at = time.perf_counter()
         result = pipeline.localize_decoded(
-            decoded,
-            heatmaps,
-            scores,
-            self.post_options(boxes=boxes, box_threshold=box_threshold),
-            stride=stride,
+            decoded, heatmaps, scores, options, stride=stride, objectness=objectness
         )
         return result, (decoded_at, inferred_at)
 

@@ -133,9 +133,12 @@ class Client:
         boxes: str | None = None,
         box_threshold: float | None = None,
         heatmap_png: bool | None = None,
+        ogl: bool | None = None,
     ) -> schemas.LocalizeResponse | schemas.SweepResponse:
         """`POST /localize` with a clip (`video`) or a frame + audio; the options are the API's."""
-        options = dict(t=t, stride=stride, boxes=boxes, box_threshold=box_threshold, heatmap_png=heatmap_png)
+        options = dict(
+            t=t, stride=stride, boxes=boxes, box_threshold=box_threshold, heatmap_png=heatmap_png, ogl=ogl
+        )
         files, data = _request(video, image, audio, options)
         try:
             response = self._http.post("/localize", files=files, data=data)
@@ -186,9 +189,12 @@ class AsyncClient:
         boxes: str | None = None,
         box_threshold: float | None = None,
         heatmap_png: bool | None = None,
+        ogl: bool | None = None,
     ) -> schemas.LocalizeResponse | schemas.SweepResponse:
         """`POST /localize` with a clip (`video`) or a frame + audio; the options are the API's."""
-        options = dict(t=t, stride=stride, boxes=boxes, box_threshold=box_threshold, heatmap_png=heatmap_png)
+        options = dict(
+            t=t, stride=stride, boxes=boxes, box_threshold=box_threshold, heatmap_png=heatmap_png, ogl=ogl
+        )
         files, data = _request(video, image, audio, options)
         try:
             response = await self._http.post("/localize", files=files, data=data)

@@ -7,10 +7,12 @@ stages and no copy of them:
    (`DecodedInput`): one window per time, at `t`, in the middle, or every `stride` seconds. Video frames are
    upright as a player shows them (`fnac.media` applies the display matrix), so sizes are displayed pixels.
 2. model: `run_model` runs the windows through an ONNX `ModelRuntime` in batches (the service has its own
-   micro-batcher in front of the same `ModelRuntime.run`).
+   micro-batcher in front of the same `ModelRuntime.run_maps`); a model with object-guided localization (OGL)
+   also returns its objectness maps.
 3. post-process: `localize_window` turns one window's raw heatmap and score into a `WindowResult`: boxes in
    displayed pixels, the `sounding` decision and the audio level. A window that is not sounding has no boxes
-   unless `boxes="always"`.
+   unless `boxes="always"`. With OGL (`PostOptions.ogl_alpha`), boxes and images come from the fused map
+   (`fnac.postprocess.fuse_objectness`, the official formula); `sounding` stays the audio-visual score's.
 
 No torch and no web framework here: this runs in the serving image, in decode worker processes and in a plain
 `pip install fnac[serve]`.
@@ -279,16 +281,23 @@ _END = object()
 
 def run_model(
     runtime, images: Sequence[np.ndarray], audio: Sequence[np.ndarray], *, batch_size: int = 16
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """All windows through `runtime` (a `fnac.runtime.ModelRuntime`) in batches of at most `batch_size`:
-    heatmaps float32 [n, h, w] and scores float32 [n]."""
-    heatmaps, scores = [], []
+    heatmaps float32 [n, h, w], scores float32 [n], and the objectness maps float32 [n, h, w] of a model with
+    an OGL branch (None otherwise)."""
+    heatmaps, scores, objectness = [], [], []
     for start in range(0, len(images), batch_size):
         stop = start + batch_size
-        heatmap, score = runtime.run(np.stack(images[start:stop]), np.stack(audio[start:stop]))
+        heatmap, score, objects = runtime.run_maps(np.stack(images[start:stop]), np.stack(audio[start:stop]))
         heatmaps.append(heatmap)
         scores.append(score)
-    return np.concatenate(heatmaps), np.concatenate(scores)
+        objectness.append(objects)
+    has_objectness = all(objects is not None for objects in objectness)
+    return (
+        np.concatenate(heatmaps),
+        np.concatenate(scores),
+        np.concatenate(objectness) if has_objectness else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -304,10 +313,26 @@ class PostOptions:
     box_threshold: float = contract.BOX_THRESHOLD
     box_min_area: float = contract.BOX_MIN_AREA
     boxes: BoxesMode = "sounding"  # "always": boxes even for a window that is not sounding
+    # OGL fusion weight of the audio-visual map (the model's `ogl_alpha`); None serves the audio-visual map
+    # alone (a model without an object branch, or OGL turned off for a request).
+    ogl_alpha: float | None = None
 
     def __post_init__(self):
         if self.boxes not in BOXES_MODES:
             raise ValueError(f"boxes must be one of {', '.join(BOXES_MODES)}, not {self.boxes!r}")
+        if self.ogl_alpha is not None and not 0.0 <= self.ogl_alpha <= 1.0:
+            raise ValueError(f"ogl_alpha must be between 0 and 1, not {self.ogl_alpha}")
+
+
+def ogl_alpha_for(metadata, ogl: bool | None = None) -> float | None:
+    """The OGL fusion weight a request gets: the model's `ogl_alpha` unless `ogl` is False (the audio-visual
+    map alone); asking for OGL (`ogl=True`) from a model without an object branch is an error."""
+    if ogl is True and metadata.ogl_alpha is None:
+        raise ValueError(
+            "this model has no object branch for object-guided localization (ogl); export it with "
+            "fnac export --ogl-weights"
+        )
+    return None if ogl is False else metadata.ogl_alpha
 
 
 def sounding_threshold_for(metadata, override: float | None = None) -> tuple[float, str]:
@@ -336,6 +361,17 @@ class WindowResult:
     sounding: bool
     audio_level_dbfs: float
     boxes: list[Box] = field(default_factory=list)
+    objectness: np.ndarray | None = None  # float32 [h, w], the OGL branch's raw map (models with one)
+    ogl_alpha: float | None = None  # set when boxes and images come from the fused map
+
+    @property
+    def served_map(self) -> str:
+        """Which map the boxes and images come from: "av_obj" (OGL fusion) or "av" (audio-visual alone)."""
+        return "av_obj" if self.ogl_alpha is not None else "av"
+
+    def display_map(self, frame_size: tuple[int, int]) -> np.ndarray:
+        """The served map drawn on a frame of `frame_size` (height, width), normalised to [0, 1]."""
+        return display_map(self.heatmap, frame_size, self.objectness, self.ogl_alpha)
 
 
 @dataclass(frozen=True)
@@ -361,11 +397,14 @@ def localize_window(
     options: PostOptions,
     *,
     time: float | None = None,
+    objectness: np.ndarray | None = None,
 ) -> WindowResult:
     """Post-process one window: the audio level, the sounding decision and (when wanted) the boxes, found on
-    the heatmap upsampled to the displayed `frame_size` (height, width)."""
+    the heatmap upsampled to the displayed `frame_size` (height, width), fused with the window's `objectness`
+    map when the options ask for OGL and the model gave one."""
     level = postprocess.audio_level_dbfs(audio)
     sounding = postprocess.is_sounding(float(score), level, options.sounding_threshold, options.silence_dbfs)
+    alpha = options.ogl_alpha if objectness is not None else None
     boxes: list[Box] = []
     if sounding or options.boxes == "always":
         boxes = postprocess.localize(
@@ -374,6 +413,8 @@ def localize_window(
             tau=options.tau,
             threshold=options.box_threshold,
             min_area=options.box_min_area,
+            objectness=objectness,
+            ogl_alpha=alpha,
         ).boxes
     return WindowResult(
         time=time,
@@ -382,6 +423,8 @@ def localize_window(
         sounding=sounding,
         audio_level_dbfs=level,
         boxes=boxes,
+        objectness=None if objectness is None else np.asarray(objectness, dtype=np.float32),
+        ogl_alpha=alpha,
     )
 
 
@@ -392,17 +435,28 @@ def localize_decoded(
     options: PostOptions,
     *,
     stride: float | None = None,
+    objectness: Sequence[np.ndarray] | None = None,
 ) -> Result:
-    """Every window of `decoded` post-processed, with the clip-level facts."""
+    """Every window of `decoded` post-processed, with the clip-level facts (`objectness`: the windows' OGL
+    maps, from a model with an object branch)."""
+    objects = [None] * len(heatmaps) if objectness is None else objectness
     windows = [
-        localize_window(heatmap, score, audio, decoded.frame_size, options, time=time)
-        for time, heatmap, score, audio in zip(decoded.times, heatmaps, scores, decoded.audio, strict=True)
+        localize_window(heatmap, score, audio, decoded.frame_size, options, time=time, objectness=obj)
+        for time, heatmap, score, audio, obj in zip(
+            decoded.times, heatmaps, scores, decoded.audio, objects, strict=True
+        )
     ]
     height, width = decoded.frame_size
     return Result(width=width, height=height, duration=decoded.duration, stride=stride, windows=windows)
 
 
-def display_map(heatmap: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+def display_map(
+    heatmap: np.ndarray,
+    frame_size: tuple[int, int],
+    objectness: np.ndarray | None = None,
+    ogl_alpha: float | None = None,
+) -> np.ndarray:
     """The map drawn on a frame: `heatmap` upsampled to `frame_size` (height, width), min-max normalised to
-    [0, 1] (the PNG and overlay rules of `fnac.postprocess`)."""
-    return postprocess.normalize(postprocess.upsample(heatmap, *frame_size))
+    [0, 1] (the PNG and overlay rules of `fnac.postprocess`), fused with `objectness` when it and `ogl_alpha`
+    are given (OGL)."""
+    return postprocess.served_map(heatmap, frame_size, objectness, ogl_alpha)[1]

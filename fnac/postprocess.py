@@ -13,6 +13,10 @@ The rules, in one place:
   (default -60 dBFS): a window with nothing to hear has no sounding object, whatever the network says.
 - PNGs: the bare heatmap is 8-bit greyscale, round(255 x normalised map), at the frame's size; the overlay
   blends a jet colormap of the normalised map (alpha 0.5) onto the frame and draws the boxes.
+- Object-guided localization (OGL; models exported with an object branch, metadata `ogl_alpha`): the
+  objectness map is upsampled the same way and fused with the audio-visual map by the official FNAC formula,
+  normalise(alpha x normalise(AV) + (1 - alpha) x normalise(OBJ)). Boxes and images then come from the fused
+  map; box scores stay raw audio-visual cosines, and `sounding` stays the audio-visual score's decision.
 """
 
 from __future__ import annotations
@@ -66,6 +70,14 @@ def normalize(heatmap: np.ndarray) -> np.ndarray:
     if high - low <= 1e-12:
         return np.zeros_like(heatmap, dtype=np.float32)
     return ((heatmap - low) / (high - low)).astype(np.float32)
+
+
+def fuse_objectness(av: np.ndarray, objectness: np.ndarray, alpha: float) -> np.ndarray:
+    """Object-guided localization, as the official FNAC test.py computes it: normalise(alpha x normalise(AV) +
+    (1 - alpha) x normalise(OBJ)) of two maps of one size (already upsampled), float32 in [0, 1]."""
+    if av.shape != objectness.shape:
+        raise ValueError(f"audio-visual map {av.shape} and objectness map {objectness.shape} differ in shape")
+    return normalize(alpha * normalize(av) + (1.0 - alpha) * normalize(objectness))
 
 
 def find_boxes(
@@ -161,9 +173,25 @@ def _components(mask: np.ndarray, raw: np.ndarray) -> np.ndarray:
 class Localization:
     """Post-processed result for one frame."""
 
-    upsampled: np.ndarray  # float32 [H, W], raw units (cosine / tau)
-    normalized: np.ndarray  # float32 [H, W] in [0, 1]
+    upsampled: np.ndarray  # float32 [H, W], raw units (cosine / tau) of the audio-visual map
+    normalized: np.ndarray  # float32 [H, W] in [0, 1]: the map the boxes come from (fused with OGL)
     boxes: list[Box]
+
+
+def served_map(
+    heatmap: np.ndarray,
+    frame_size: tuple[int, int],
+    objectness: np.ndarray | None = None,
+    ogl_alpha: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(audio-visual map upsampled to `frame_size` in raw units, the served map normalised to [0, 1]): the
+    audio-visual map alone, or fused with `objectness` when both it and `ogl_alpha` are given."""
+    height, width = frame_size
+    upsampled = upsample(heatmap, height, width)
+    normalized = normalize(upsampled)
+    if objectness is not None and ogl_alpha is not None:
+        normalized = fuse_objectness(normalized, upsample(objectness, height, width), ogl_alpha)
+    return upsampled, normalized
 
 
 def localize(
@@ -173,11 +201,12 @@ def localize(
     tau: float,
     threshold: float = contract.BOX_THRESHOLD,
     min_area: float = contract.BOX_MIN_AREA,
+    objectness: np.ndarray | None = None,
+    ogl_alpha: float | None = None,
 ) -> Localization:
-    """Upsample the model's heatmap to `frame_size` (height, width), normalise it and find boxes."""
-    height, width = frame_size
-    upsampled = upsample(heatmap, height, width)
-    normalized = normalize(upsampled)
+    """Upsample the model's heatmap to `frame_size` (height, width), normalise it (fused with the objectness
+    map when `objectness` and `ogl_alpha` are given) and find boxes."""
+    upsampled, normalized = served_map(heatmap, frame_size, objectness, ogl_alpha)
     boxes = find_boxes(normalized, upsampled, threshold=threshold, min_area=min_area, score_scale=tau)
     return Localization(upsampled, normalized, boxes)
 

@@ -233,12 +233,13 @@ class ModelRuntime:
         heatmap, score = self.session.run(["heatmap", "score"], {"image": images, "audio": audio})
         return heatmap, score
 
-    def run_with_objectness(
+    def run_maps(
         self, images: np.ndarray, audio: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Like `run`, plus the OGL objectness map float32 [B, h, w] (models exported with an object branch)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Like `run`, plus the OGL objectness map float32 [B, h, w] of a model exported with an object branch
+        (None for any other model)."""
         if not self.has_objectness:
-            raise ModelError(f"{self.path}: this model has no OGL object branch (no 'objectness' output)")
+            return (*self.run(images, audio), None)
         heatmap, score, objectness = self.session.run(
             ["heatmap", "score", "objectness"], {"image": images, "audio": audio}
         )

@@ -6,6 +6,8 @@ One schema for every door: the service's JSON body is `LocalizeResponse` (one wi
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import BaseModel, Field
 
@@ -28,8 +30,16 @@ class Heatmap(BaseModel):
     png: str | None = Field(
         None,
         description="base64 8-bit greyscale PNG at the frame's size: round(255 x min-max normalised bilinear "
-        "upsampling); only with heatmap_png=true",
+        "upsampling) of the served map (served_map: the OGL fusion on a model with OGL); only with "
+        "heatmap_png=true",
     )
+
+
+class Objectness(BaseModel):
+    """The OGL object branch's map as it left the network (models exported with one)."""
+
+    shape: list[int] = Field(description="[h, w], the heatmap's")
+    values: list[list[float]] = Field(description="row-major raw values, mean |layer4| of the ResNet-18")
 
 
 class Timings(BaseModel):
@@ -51,10 +61,25 @@ class Localization(BaseModel):
     boxes: list[Box] = Field(
         description="best first; [] when the window is not sounding, unless requested with boxes=always"
     )
+    served_map: Literal["av", "av_obj"] = Field(
+        "av",
+        description="the map the boxes and images come from: av (the audio-visual heatmap) or av_obj (object-"
+        "guided localization: normalise(alpha x normalise(AV) + (1 - alpha) x normalise(objectness)), alpha "
+        "from the model; ogl=false serves av)",
+    )
+    objectness: Objectness | None = Field(
+        None, description="the OGL objectness map, on a model with an object branch; null otherwise"
+    )
 
     @classmethod
     def from_window(cls, window, heatmap_png: str | None = None) -> Localization:
-        """The JSON form of a `fnac.pipeline.WindowResult` (heatmap values rounded to 6 decimals)."""
+        """The JSON form of a `fnac.pipeline.WindowResult` (map values rounded to 6 decimals)."""
+        objectness = None
+        if window.objectness is not None:
+            objectness = Objectness(
+                shape=list(window.objectness.shape),
+                values=np.round(window.objectness.astype(np.float64), 6).tolist(),
+            )
         return cls(
             time=window.time,
             score=window.score,
@@ -66,6 +91,8 @@ class Localization(BaseModel):
                 png=heatmap_png,
             ),
             boxes=[Box(x0=b.x0, y0=b.y0, x1=b.x1, y1=b.y1, score=b.score) for b in window.boxes],
+            served_map=window.served_map,
+            objectness=objectness,
         )
 
 

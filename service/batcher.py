@@ -25,7 +25,8 @@ from service import metrics
 
 log = logging.getLogger("fnac.batcher")
 
-RunBatch = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+# (images, audio) -> (heatmaps, scores) or (heatmaps, scores, objectness maps or None)
+RunBatch = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]
 
 
 class Overloaded(Exception):
@@ -45,6 +46,7 @@ class Prediction:
     inference_ms: float  # the batch's model call
     batch_size: int
     batch_id: int
+    objectness: np.ndarray | None = None  # float32 [h, w], raw; models with an OGL branch
 
 
 _STOP = object()  # queued by stop() behind everything already waiting
@@ -59,7 +61,8 @@ class _Item:
 
 
 class MicroBatcher:
-    """Collects single inputs into batches for `run_batch(images, audio) -> (heatmaps, scores)`."""
+    """Collects single inputs into batches for `run_batch(images, audio) -> (heatmaps, scores[, objectness])`
+    (objectness: None, or the OGL maps of a model with an object branch)."""
 
     def __init__(
         self,
@@ -219,9 +222,10 @@ class MicroBatcher:
         try:
             images = np.stack([item.image for item in batch])
             audio = np.stack([item.audio for item in batch])
-            heatmaps, scores = await asyncio.get_running_loop().run_in_executor(
+            heatmaps, scores, *extra = await asyncio.get_running_loop().run_in_executor(
                 self._executor, self.run_batch, images, audio
             )
+            objectness = extra[0] if extra and extra[0] is not None else [None] * len(batch)
         except Exception as exc:
             log.exception("inference failed for a batch of %d", len(batch))
             for item in batch:
@@ -232,7 +236,7 @@ class MicroBatcher:
         batch_id = next(self._batch_ids)
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.INFERENCE_SECONDS.observe(elapsed)
-        for item, heatmap, score in zip(batch, heatmaps, scores, strict=True):
+        for item, heatmap, score, objects in zip(batch, heatmaps, scores, objectness, strict=True):
             if not item.future.done():
                 item.future.set_result(
                     Prediction(
@@ -242,5 +246,6 @@ class MicroBatcher:
                         inference_ms=elapsed * 1000.0,
                         batch_size=len(batch),
                         batch_id=batch_id,
+                        objectness=objects,
                     )
                 )

@@ -43,7 +43,7 @@ async def load_service(settings: Settings) -> ServiceState:
         max_windows=settings.max_windows,
     )
     batcher = MicroBatcher(
-        runtime.run,
+        runtime.run_maps,  # objectness too, on a model with object-guided localization
         max_batch=settings.max_batch,
         max_wait_ms=settings.max_wait_ms,
         dispatch_when_idle=settings.dispatch_when_idle,

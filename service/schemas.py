@@ -16,6 +16,11 @@ class ModelInfo(BaseModel):
     tau: float
     sounding_threshold: float
     sounding_threshold_source: str = Field(description="metadata | settings | fallback")
+    ogl_alpha: float | None = Field(
+        None,
+        description="object-guided localization: the weight of the audio-visual map in the fused map the "
+        "service serves (boxes, images); null when the model has no object branch",
+    )
     sounding_calibration: dict | None = Field(
         None,
         description="how the metadata threshold was calibrated: rule, target and measured rates per negative "

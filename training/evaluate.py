@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fnac import contract
+from fnac import contract, postprocess
 from fnac.contract import NEGATIVE_KINDS
 from training import metrics
 from training.annotations import load_flickr_annotations, load_vggss_json
@@ -72,7 +72,7 @@ class Predictor:
             self.sounding_threshold = meta.sounding_threshold
             self.ogl_alpha = meta.ogl_alpha
             self._run = self.runtime.run
-            self._run_maps = self.runtime.run_with_objectness if self.runtime.has_objectness else None
+            self._run_maps = self.runtime.run_maps if self.runtime.has_objectness else None
         else:
             import torch
 
@@ -137,7 +137,7 @@ def official_maps(
     maps = {"av": metrics.prepare_heatmap(heatmap, size, interpolation)}
     if objectness is not None:
         maps["obj"] = metrics.prepare_heatmap(objectness, size, "bilinear")
-        maps["av_obj"] = metrics.ogl_fuse(maps["av"], maps["obj"], alpha)
+        maps["av_obj"] = postprocess.fuse_objectness(maps["av"], maps["obj"], alpha)
     return maps
 
 
@@ -204,7 +204,6 @@ def evaluate(
     `sounding` for real sounds and each negative kind, by the service's rule (threshold and silence gate)."""
     from tqdm import tqdm
 
-    from fnac import postprocess
     from fnac.media import MediaError
 
     silence_dbfs = postprocess.SILENCE_DBFS if silence_dbfs is None else silence_dbfs

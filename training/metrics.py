@@ -196,13 +196,6 @@ def sample_ciou(
     return ciou(predicted_mask(pred), gt_map)
 
 
-def ogl_fuse(av_heatmap: np.ndarray, obj_heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
-    """Object-guided localization: normalise(α·norm(AV) + (1−α)·norm(OBJ)), both maps already upsampled."""
-    return minmax_normalize(
-        alpha * minmax_normalize(av_heatmap) + (1 - alpha) * minmax_normalize(obj_heatmap)
-    )
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Ground-truth maps
 

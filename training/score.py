@@ -12,7 +12,9 @@ their relative path) and one JSON line: ``id``, ``source``, ``time`` (clips: the
 ``null`` for a frame + audio pair without ``--stride``), ``width``/``height`` of the frame as displayed (a
 video's rotate tag and an image's EXIF orientation applied), ``score`` (raw cosine), ``sounding``, ``boxes``
 in displayed pixels (``x1``/``y1`` exclusive; ``[]`` for a window that is not sounding unless ``--boxes
-always``), ``heatmap`` (the model's raw h x w map, cosine / tau, rounded), ``png`` (when written), ``model`` and ``error``. With ``--stride S`` each
+always``), ``served_map`` (the map boxes and PNGs come from: ``av``, or ``av_obj`` on a model with object-guided
+localization unless ``--no-ogl``), ``heatmap`` (the model's raw h x w map, cosine / tau, rounded; with OGL also
+``objectness``, the object branch's raw map), ``png`` (when written), ``model`` and ``error``. With ``--stride S`` each
 item gives one line per window (every S seconds, see `fnac.media.sweep_times`) with ``window`` and
 ``windows``. An item that cannot be scored gets a line with ``error: {code, message}``: it is recorded, never
 skipped, and the run carries on.
@@ -453,6 +455,7 @@ def _item_lines(
     decoded: pipeline.DecodedInput,
     heatmaps: np.ndarray,
     scores: np.ndarray,
+    objectness: np.ndarray | None,
     *,
     post: pipeline.PostOptions,
     model: dict[str, str],
@@ -464,12 +467,19 @@ def _item_lines(
     height, width = decoded.frame_size
     lines = []
     for k, (time_s, heatmap, score) in enumerate(zip(decoded.times, heatmaps, scores, strict=True)):
-        window = pipeline.localize_window(heatmap, float(score), decoded.audio[k], (height, width), post)
+        window = pipeline.localize_window(
+            heatmap,
+            float(score),
+            decoded.audio[k],
+            (height, width),
+            post,
+            objectness=None if objectness is None else objectness[k],
+        )
         png_path = None
         if png_dir is not None:
             name = _safe_name(item.id) + (f"_w{k:04d}" if windowed else "") + ".png"
             png_path = png_dir / name
-            normalized = pipeline.display_map(heatmap, (height, width))
+            normalized = window.display_map((height, width))
             if png_kind == "heatmap":
                 png = postprocess.heatmap_png(normalized)
             else:
@@ -492,9 +502,12 @@ def _item_lines(
                 {"x0": b.x0, "y0": b.y0, "x1": b.x1, "y1": b.y1, "score": round(b.score, 6)}
                 for b in window.boxes
             ],
+            "served_map": window.served_map,
         }
         if heatmap_decimals is not None:
             line["heatmap"] = np.round(heatmap.astype(np.float64), heatmap_decimals).tolist()
+            if window.objectness is not None:
+                line["objectness"] = np.round(window.objectness.astype(np.float64), heatmap_decimals).tolist()
         if png_path is not None:
             line["png"] = str(png_path)
         line |= {"model": model, "error": None}
@@ -534,6 +547,7 @@ def score_items(
     box_threshold: float = contract.BOX_THRESHOLD,
     box_min_area: float = contract.BOX_MIN_AREA,
     boxes: str = "sounding",
+    ogl: bool | None = None,
     max_seconds: float = media.DEFAULT_MAX_SECONDS,
     max_windows: int = contract.MAX_WINDOWS,
     retry_failed: bool = False,
@@ -546,7 +560,8 @@ def score_items(
     `output` and skipping ids already there. Returns the run's summary.
 
     `sounding_threshold` defaults to the model's calibrated value (else the service's fallback); boxes and
-    normalisation follow `fnac.postprocess`. `on_item(id)` is called after each item's lines are written.
+    normalisation follow `fnac.postprocess`, from the fused map on a model with object-guided localization
+    unless `ogl=False`. `on_item(id)` is called after each item's lines are written.
     """
     started = time.perf_counter()
     if items and not isinstance(items[0], Item):
@@ -564,6 +579,10 @@ def score_items(
     runtime = model if isinstance(model, ModelRuntime) else _load_model(model, providers, threads)
     meta = runtime.metadata
     sounding_threshold, _ = pipeline.sounding_threshold_for(meta, sounding_threshold)
+    try:
+        ogl_alpha = pipeline.ogl_alpha_for(meta, ogl)
+    except ValueError as exc:
+        raise ScoreError(str(exc)) from None
     model_info = {"name": meta.model_name, "sha256": meta.weights_sha256 or runtime.file_sha256}
 
     output = Path(output)
@@ -593,6 +612,7 @@ def score_items(
             box_threshold=box_threshold,
             box_min_area=box_min_area,
             boxes=boxes,
+            ogl_alpha=ogl_alpha,
         ),
         model=model_info,
         heatmap_decimals=heatmap_decimals,
@@ -623,9 +643,9 @@ def score_items(
                 if isinstance(outcome, Failure):
                     write(item, [_failure_line(item, outcome, model_info)])
                     continue
-                heatmaps, scores = outcome
+                heatmaps, scores, objectness = outcome
                 try:
-                    write(item, _item_lines(item, decoded, heatmaps, scores, **post))
+                    write(item, _item_lines(item, decoded, heatmaps, scores, objectness, **post))
                 except Exception as exc:  # e.g. the PNG directory became unwritable: record, carry on
                     write(
                         item,
@@ -660,26 +680,30 @@ def score_items(
 
 def _infer(
     runtime: ModelRuntime, batch: list[tuple[Item, pipeline.DecodedInput]], batch_size: int
-) -> Iterable[tuple[Item, pipeline.DecodedInput, tuple[np.ndarray, np.ndarray] | Failure]]:
-    """Run every window of `batch` through the model in chunks of `batch_size`; per item, its heatmaps and
-    scores, or a Failure when the model raised on a chunk holding one of its windows."""
+) -> Iterable[tuple[Item, pipeline.DecodedInput, tuple[np.ndarray, np.ndarray, np.ndarray | None] | Failure]]:
+    """Run every window of `batch` through the model in chunks of `batch_size`; per item, its heatmaps, scores
+    and objectness maps (None without an OGL branch), or a Failure when the model raised on a chunk holding one
+    of its windows."""
     if not batch:
         return
     images = np.stack([image for _, d in batch for image in d.images])
     audio = np.stack([window for _, d in batch for window in d.audio])
     heatmaps: list[np.ndarray | None] = []
     scores: list[np.ndarray | None] = []
+    objectness: list[np.ndarray | None] = []
     errors: dict[int, str] = {}
     for start in range(0, len(images), batch_size):
         stop = min(start + batch_size, len(images))
         try:
-            heatmap, score = runtime.run(images[start:stop], audio[start:stop])
+            heatmap, score, objects = runtime.run_maps(images[start:stop], audio[start:stop])
             heatmaps += list(heatmap)
             scores += list(score)
+            objectness += [None] * (stop - start) if objects is None else list(objects)
         except Exception as exc:  # an ORT failure on one chunk fails the items in it, not the run
             message = f"{type(exc).__name__}: {exc}"
             heatmaps += [None] * (stop - start)
             scores += [None] * (stop - start)
+            objectness += [None] * (stop - start)
             errors.update(dict.fromkeys(range(start, stop), message))
     offset = 0
     for item, decoded in batch:
@@ -689,7 +713,12 @@ def _infer(
         if failed:
             yield item, decoded, Failure("inference_failed", failed[0])
         else:
-            yield item, decoded, (np.stack([heatmaps[r] for r in rows]), np.array([scores[r] for r in rows]))
+            objects = None if not runtime.has_objectness else np.stack([objectness[r] for r in rows])
+            yield (
+                item,
+                decoded,
+                (np.stack([heatmaps[r] for r in rows]), np.array([scores[r] for r in rows]), objects),
+            )
 
 
 def _load_model(path: str | Path, providers: list[str] | None, threads: int) -> ModelRuntime:
@@ -765,6 +794,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=pipeline.BOXES_MODES,
         default="sounding",
         help="sounding (default): no boxes for a window that is not sounding; always: boxes for every window",
+    )
+    p.add_argument(
+        "--no-ogl",
+        dest="ogl",
+        action="store_const",
+        const=False,
+        default=None,
+        help="on a model with object-guided localization: boxes and PNGs from the audio-visual map alone "
+        "(default: the fused map, as the service)",
     )
     p.add_argument(
         "--max-seconds",
@@ -849,6 +887,7 @@ def _run(args: argparse.Namespace) -> int:
         box_threshold=args.box_threshold,
         box_min_area=args.box_min_area,
         boxes=args.boxes,
+        ogl=args.ogl,
         max_seconds=args.max_seconds,
         max_windows=args.max_windows,
         retry_failed=args.retry_failed,

@@ -159,3 +159,53 @@ async def test_async_client_sends_the_api_key(toy_model):
             with pytest.raises(fnac.LocalizeError) as raised:
                 await client.localize(video=clip)
     assert (raised.value.status, raised.value.code) == (401, "unauthorized")
+
+
+@pytest.mark.anyio
+async def test_every_door_serves_the_fused_map_of_an_ogl_model_and_the_av_map_without_it(tmp_path):
+    """fnac.Localizer, POST /localize, fnac.AsyncClient and fnac score on a model with object-guided localization: the same
+    fused-map boxes by default, the same audio-visual boxes with OGL turned off."""
+    from tests.service.api.routes.test_localize_ogl import RED, WHITE, covers, two_squares
+
+    model = build_toy_model(tmp_path / "toy-ogl.onnx", ogl_alpha=0.4)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(make_clip([two_squares()] * 30, tone(3.0, 16000), rate=16000))
+
+    localizer = fnac.Localizer(model)
+    local = {ogl: localizer.localize(video=clip, ogl=ogl) for ogl in (None, False)}
+    async with serve_app(model) as live:
+        remote = {
+            ogl: (
+                await live.client.post(
+                    "/localize",
+                    files={"video": ("clip.mp4", clip.read_bytes())},
+                    params={} if ogl is None else {"ogl": "false"},
+                )
+            ).json()
+            for ogl in (None, False)
+        }
+        transport = httpx.ASGITransport(app=live.app)
+        async with fnac.AsyncClient("http://fnac.test", transport=transport) as client:
+            via_client = {ogl: await client.localize(video=clip, ogl=ogl) for ogl in (None, False)}
+    scored = {}
+    for ogl, flag in ((None, []), (False, ["--no-ogl"])):
+        out = tmp_path / f"scores{len(flag)}.jsonl"
+        assert (
+            fnac_main(["score", "--model", str(model), str(clip), "-o", str(out), "--no-progress", *flag])
+            == 0
+        )
+        [scored[ogl]] = [json.loads(text) for text in out.read_text().splitlines()]
+
+    for ogl, served in ((None, "av_obj"), (False, "av")):
+        boxes = boxes_of(local[ogl])
+        assert local[ogl].served_map == remote[ogl]["served_map"] == scored[ogl]["served_map"] == served
+        assert [(b["x0"], b["y0"], b["x1"], b["y1"]) for b in remote[ogl]["boxes"]] == boxes
+        assert [(b["x0"], b["y0"], b["x1"], b["y1"]) for b in scored[ogl]["boxes"]] == boxes
+        assert boxes_of(via_client[ogl]) == boxes and via_client[ogl].served_map == served
+        assert local[ogl].objectness is not None and "objectness" in scored[ogl]
+        np.testing.assert_allclose(scored[ogl]["objectness"], local[ogl].objectness.values, atol=1e-4)
+        assert local[ogl].sounding and local[ogl].score == pytest.approx(local[None].score)
+    assert any(covers(b, RED) for b in remote[None]["boxes"])
+    assert all(covers(b, WHITE) for b in remote[False]["boxes"])
+    with pytest.raises(fnac.LocalizeError, match="no object branch"):
+        fnac.Localizer(build_toy_model(tmp_path / "toy.onnx")).localize(video=clip, ogl=True)

@@ -90,8 +90,8 @@ def test_a_sweep_over_the_limit_is_refused_before_windows_are_built():
 def test_video_stages_end_to_end_match_the_numpy_reference(runtime):
     clip = make_clip([frame_with_square(160, 120, SQUARE)] * 40, tone(4.0, 16000), rate=16000)
     decoded = pipeline.decode_video(clip, SPEC, stride=0.5)
-    heatmaps, scores = pipeline.run_model(runtime, decoded.images, decoded.audio, batch_size=2)
-    assert heatmaps.shape == (3, 7, 7) and scores.shape == (3,)
+    heatmaps, scores, objectness = pipeline.run_model(runtime, decoded.images, decoded.audio, batch_size=2)
+    assert heatmaps.shape == (3, 7, 7) and scores.shape == (3,) and objectness is None
     for k in range(3):
         expected, score = toy_heatmap(decoded.images[k], decoded.audio[k])
         assert np.allclose(heatmaps[k], expected, atol=1e-4) and scores[k] == pytest.approx(score, abs=1e-5)

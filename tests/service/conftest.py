@@ -3,6 +3,9 @@
 The toy model is small but honest about its inputs: heatmap = (2 x brightness - 1) x tanh(10 x audio RMS) / tau,
 pooled to 7 x 7, and score = max(heatmap) x tau. So a bright square lights up where it is, silence gives a
 flat zero map with score 0 (not sounding), and a loud tone with a bright square gives a score near 1.
+
+With `ogl_alpha`, the toy model also has the OGL contract's `objectness` output: the "redness" of the frame,
+max(0, R - (G + B) / 2) / 255, pooled to 7 x 7 the same way, so a red square is an "object" that does not sound.
 """
 
 from __future__ import annotations
@@ -39,7 +42,16 @@ def toy_heatmap(image: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, float
     return heatmap.astype(np.float32), float(heatmap.max() * TOY_TAU)
 
 
-def build_toy_model(path: Path, *, sounding_threshold: float | None = TOY_SOUNDING_THRESHOLD) -> Path:
+def toy_objectness(image: np.ndarray) -> np.ndarray:
+    """numpy reference of the toy OGL model's objectness for one image uint8 [S, S, 3]."""
+    rgb = image.astype(np.float32)
+    redness = np.maximum(rgb[..., 0] - (rgb[..., 1] + rgb[..., 2]) / 2, 0.0) / 255.0
+    return redness.reshape(7, 4, 7, 4).mean(axis=(1, 3)).astype(np.float32)
+
+
+def build_toy_model(
+    path: Path, *, sounding_threshold: float | None = TOY_SOUNDING_THRESHOLD, ogl_alpha: float | None = None
+) -> Path:
     from onnx import TensorProto, checker, helper, save
 
     s, n = TOY_IMAGE_SIZE, round(TOY_SAMPLE_RATE * TOY_CLIP_SECONDS)
@@ -80,6 +92,25 @@ def build_toy_model(path: Path, *, sounding_threshold: float | None = TOY_SOUNDI
         helper.make_node("ReduceMax", ["heatmap"], ["peak"], axes=[1, 2], keepdims=0),
         helper.make_node("Mul", ["peak", "ctau"], ["score"]),
     ]
+    outputs = [
+        helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, ["batch", 7, 7]),
+        helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"]),
+    ]
+    if ogl_alpha is not None:
+        nodes += [
+            const("credness", [1.0, -0.5, -0.5]),
+            const("ax3", [3], TensorProto.INT64),
+            helper.make_node("Mul", ["image_f", "credness"], ["weighted"]),
+            helper.make_node("ReduceSum", ["weighted", "ax3"], ["red_sum"], keepdims=1),  # [B,S,S,1]
+            helper.make_node("Div", ["red_sum", "c255"], ["red_01"]),
+            helper.make_node("Relu", ["red_01"], ["redness"]),
+            helper.make_node("Transpose", ["redness"], ["redness_nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node(
+                "AveragePool", ["redness_nchw"], ["red_pooled"], kernel_shape=[4, 4], strides=[4, 4]
+            ),
+            helper.make_node("Squeeze", ["red_pooled", "ax1"], ["objectness"]),  # [B,7,7]
+        ]
+        outputs.append(helper.make_tensor_value_info("objectness", TensorProto.FLOAT, ["batch", 7, 7]))
     graph = helper.make_graph(
         nodes,
         "toy_fnac",
@@ -87,10 +118,7 @@ def build_toy_model(path: Path, *, sounding_threshold: float | None = TOY_SOUNDI
             helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", s, s, 3]),
             helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", n]),
         ],
-        [
-            helper.make_tensor_value_info("heatmap", TensorProto.FLOAT, ["batch", 7, 7]),
-            helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"]),
-        ],
+        outputs,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="fnac-tests")
     model.ir_version = 8
@@ -112,6 +140,8 @@ def build_toy_model(path: Path, *, sounding_threshold: float | None = TOY_SOUNDI
     }
     if sounding_threshold is not None:
         props["sounding_threshold"] = str(sounding_threshold)
+    if ogl_alpha is not None:
+        props["ogl_alpha"] = str(ogl_alpha)
     helper.set_model_props(model, props)
     checker.check_model(model)
     save(model, str(path))

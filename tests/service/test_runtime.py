@@ -95,7 +95,7 @@ def test_ogl_model_runs_objectness_and_needs_output_and_alpha_together(tmp_path,
     assert ogl.has_objectness and ogl.metadata.ogl_alpha == 0.4
     images = np.zeros((3, 64, 64, 3), np.uint8)
     images[:, 16:40, 8:30] = 200
-    heatmap, score, objectness = ogl.run_with_objectness(images, np.zeros((3, 48000), np.float32))
+    heatmap, score, objectness = ogl.run_maps(images, np.zeros((3, 48000), np.float32))
     assert heatmap.shape == objectness.shape == (3, 2, 2) and score.shape == (3,)
     assert objectness.dtype == np.float32 and (objectness >= 0).all()
 
@@ -115,5 +115,5 @@ def test_ogl_model_runs_objectness_and_needs_output_and_alpha_together(tmp_path,
 
     plain = ModelRuntime(build_toy_model(tmp_path / "toy.onnx"))
     assert not plain.has_objectness
-    with pytest.raises(ModelError, match="no OGL object branch"):
-        plain.run_with_objectness(images, np.zeros((3, 48000), np.float32))
+    toy_images, toy_audio = np.zeros((2, 28, 28, 3), np.uint8), np.zeros((2, 48000), np.float32)
+    assert plain.run_maps(toy_images, toy_audio)[2] is None

@@ -43,6 +43,11 @@ class LocalizeOptions(BaseModel):
         "sounding",
         description="sounding: boxes only for a sounding window ([] otherwise); always: boxes anyway",
     )
+    ogl: bool | None = Field(
+        None,
+        description="object-guided localization, on a model exported with it: boxes and images from the "
+        "fused map (default); false serves the audio-visual map alone",
+    )
 
 
 OPTION_FIELDS = set(LocalizeOptions.model_fields)
@@ -131,6 +136,7 @@ async def localize(request: Request, service: ServiceDep):
         form = await request.form(max_files=settings.max_parts, max_fields=settings.max_parts)
         uploads, option_fields = _split_form(form)
         options = _parse_options(request, option_fields)
+        post = _post_options(service, options)  # before decoding: a bad option costs no work
         fmt = options.format or ("png" if "image/png" in request.headers.get("accept", "") else "json")
         if fmt == "png" and options.stride is not None:
             raise ApiError(
@@ -144,7 +150,6 @@ async def localize(request: Request, service: ServiceDep):
     predictions = await service.batcher.predict_many(decoded.images, decoded.audio)
     inferred = time.perf_counter()
 
-    post = _post_options(service, options)
     if fmt == "png":
         png, window = await run_in_threadpool(_render_png, decoded, predictions[0], post, options.png)
         return Response(
@@ -154,6 +159,7 @@ async def localize(request: Request, service: ServiceDep):
                 "X-FNAC-Score": f"{window.score:.6f}",
                 "X-FNAC-Sounding": str(window.sounding).lower(),
                 "X-FNAC-Model": service.runtime.model_id,
+                "X-FNAC-Map": window.served_map,
             },
         )
 
@@ -253,6 +259,10 @@ def _inference_ms(predictions: list[Prediction]) -> float:
 
 def _post_options(service: ServiceState, options: LocalizeOptions) -> PostOptions:
     settings = service.settings
+    try:
+        ogl_alpha = pipeline.ogl_alpha_for(service.runtime.metadata, options.ogl)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_parameter", str(exc)) from None
     return PostOptions(
         tau=service.runtime.metadata.tau,
         sounding_threshold=service.sounding_threshold,
@@ -260,6 +270,7 @@ def _post_options(service: ServiceState, options: LocalizeOptions) -> PostOption
         box_threshold=settings.box_threshold if options.box_threshold is None else options.box_threshold,
         box_min_area=settings.box_min_area,
         boxes=options.boxes,
+        ogl_alpha=ogl_alpha,
     )
 
 
@@ -269,13 +280,17 @@ def _localizations(
     results = []
     for time_s, prediction, audio in zip(decoded.times, predictions, decoded.audio, strict=True):
         window = pipeline.localize_window(
-            prediction.heatmap, prediction.score, audio, decoded.frame_size, post, time=time_s
+            prediction.heatmap,
+            prediction.score,
+            audio,
+            decoded.frame_size,
+            post,
+            time=time_s,
+            objectness=prediction.objectness,
         )
         png = None
         if with_png:
-            png = postprocess.png_base64(
-                postprocess.heatmap_png(pipeline.display_map(window.heatmap, decoded.frame_size))
-            )
+            png = postprocess.png_base64(postprocess.heatmap_png(window.display_map(decoded.frame_size)))
         results.append(Localization.from_window(window, png))
     return results
 
@@ -290,8 +305,9 @@ def _render_png(
         decoded.frame_size,
         post,
         time=decoded.times[0],
+        objectness=prediction.objectness,
     )
-    normalized = pipeline.display_map(window.heatmap, decoded.frame_size)
+    normalized = window.display_map(decoded.frame_size)
     if kind == "heatmap":
         return postprocess.heatmap_png(normalized), window
     return postprocess.overlay_png(decoded.frames[0], normalized, window.boxes), window

@@ -23,6 +23,7 @@ async def model_info(service: ServiceDep) -> ModelInfo:
         tau=meta.tau,
         sounding_threshold=service.sounding_threshold,
         sounding_threshold_source=service.sounding_threshold_source,
+        ogl_alpha=meta.ogl_alpha,
         sounding_calibration=meta.sounding_calibration,
         precision=meta.precision,
         training_data=meta.training_data,
