@@ -37,10 +37,11 @@ OPSET = 17
 FP32_TOLERANCE = 1e-4
 # Reduced precision is judged by agreement of the maps, not by a bit-level bound.
 REDUCED_MIN_CORRELATION = 0.99
-# Graph scopes kept in float at int8: input normalisation, the audio front end (a log of powers as small as
-# 1e-10) and the OGL object branch (kept exact; calibrating it on audio-visual data would be guesswork). Nodes
-# outside /fnac/ (the final similarity and max) stay in float too.
-FLOAT_SCOPES = ("/fnac/spectrogram/", "/fnac/normalize/", "/fnac/objectness/")
+# Graph scopes kept in float at int8: input normalisation and the audio front end (a log of powers as small as
+# 1e-10). Nodes outside /fnac/ (the final similarity and max) stay in float too. The OGL object branch
+# (/fnac/objectness/) is quantized like the visual trunk, calibrated on the same images, and held to the same
+# correlation bound.
+FLOAT_SCOPES = ("/fnac/spectrogram/", "/fnac/normalize/")
 
 
 class ExportError(FnacError, RuntimeError):
@@ -313,8 +314,8 @@ def export_onnx(
     keep heatmap correlation ≥ 0.99 with fp32. Raises ExportError and writes nothing when a check fails.
 
     objectness: the OGL object branch (model/ogl.py); the graph then also outputs `objectness`, held to the
-    same bounds as the heatmap (at int8 the branch stays in float), and the metadata records `ogl_alpha` (the
-    weight of the audio-visual map in the fusion) and `ogl_weights_sha256`.
+    same bounds as the heatmap (at every precision), and the metadata records `ogl_alpha` (the weight of the
+    audio-visual map in the fusion) and `ogl_weights_sha256`.
     """
     model = model.eval()
     path = Path(path)

@@ -118,3 +118,23 @@ def test_alpha_needs_weights_and_a_range(tmp_path, tiny_checkpoint, resnet18_wei
         == 2
     )
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_int8_export_quantizes_the_object_branch_and_checks_it(tmp_path, tiny_model, resnet18_weights):
+    import onnx
+
+    from model.export import export_onnx
+    from model.ogl import load_objectness_weights
+
+    calibration = [example_inputs(tiny_model.config, 4, seed=s) for s in range(2)]
+    parity = export_onnx(
+        tiny_model,
+        tmp_path / "q.onnx",
+        precision="int8",
+        calibration=calibration,
+        objectness=load_objectness_weights(resnet18_weights),
+    )
+    assert parity.objectness_correlation >= 0.99
+    nodes = onnx.load(tmp_path / "q.onnx").graph.node
+    quantized = [n.input[0] for n in nodes if n.op_type == "QuantizeLinear"]
+    assert any(name.startswith("/fnac/objectness/trunk/layer4/") for name in quantized)
