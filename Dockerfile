@@ -4,6 +4,8 @@
 #   docker build --build-arg CUDA_WHEELS=0 -t fnac:cpu .     # no CUDA libraries: CPU only, same code
 #   docker run --gpus all -p 8000:8000 fnac                  # serves the bundled default model
 #   docker run -p 8000:8000 -v $PWD/models:/models:ro -e FNAC_MODEL=/models/my.onnx fnac
+#   docker build --build-arg EXTRAS=serve,scale -t fnac-score .   # + Ray, for `fnac score --engine ray`
+#                                                            #   on a cluster (docker/k8s/rayjob.yaml)
 #
 # BASE_IMAGE: any Debian-based image. If it has no python3 able to make a venv (e.g. a debootstrap base,
 # see docker/make_base.sh), apt installs python3 + python3-venv. A custom CA for PyPI, build time only:
@@ -44,6 +46,7 @@ WORKDIR /home/fnac
 # docker/requirements.py; only that list's content keys the dependency layer below, so editing code or other
 # parts of pyproject.toml does not reinstall the dependencies.
 FROM python AS wheel
+ARG EXTRAS=serve
 RUN --mount=type=bind,target=/src,rw \
     --mount=type=secret,id=pip_cert \
     --mount=type=cache,target=/root/.cache/pip,sharing=locked \
@@ -51,11 +54,15 @@ RUN --mount=type=bind,target=/src,rw \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     cd /src; \
     mkdir /wheels; \
-    python docker/requirements.py pyproject.toml serve > /wheels/requirements-serve.txt; \
+    python docker/requirements.py pyproject.toml $(echo "$EXTRAS" | tr , ' ') > /wheels/requirements-serve.txt; \
     pip wheel --no-deps --wheel-dir /wheels .
 
 # ---------------------------------------------------------------------------------------------- serve
 FROM python
+# EXTRAS: the project's extras to install; the serving image carries `serve` only. With `scale` (Ray, for
+# offline scoring on a cluster) the image also gets what KubeRay expects of a Ray image: Ray's dashboard and
+# job server (ray[default]) and wget for its probes.
+ARG EXTRAS=serve
 COPY --from=wheel /wheels/requirements-serve.txt /opt/venv/requirements-serve.txt
 # CUDA_WHEELS=1 adds the CUDA runtime + cuDNN from PyPI (onnxruntime-gpu's own extras), so no CUDA base image
 # is needed; the host needs only the NVIDIA driver and container toolkit. CUDA_WHEELS=0 leaves them out
@@ -67,6 +74,13 @@ RUN --mount=type=secret,id=pip_cert \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     extras=""; \
     if [ "$CUDA_WHEELS" = 1 ]; then extras="onnxruntime-gpu[cuda,cudnn]"; fi; \
+    case ",$EXTRAS," in \
+        *,scale,*) \
+            extras="$extras ray[default]"; \
+            apt-get update; \
+            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wget; \
+            rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb ;; \
+    esac; \
     pip install -r /opt/venv/requirements-serve.txt $extras; \
     # ONNX Runtime's CUDA provider dlopens libcublas/libcudnn by soname, without an rpath into the nvidia
     # wheels: put their lib directories on the loader path.

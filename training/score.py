@@ -23,11 +23,11 @@ Resuming: OUT is read first and ids already there are skipped, so re-running the
 interrupted run. A line cut short by a kill is removed, and so are the lines of an item whose windows were not
 all written. ``--retry-failed`` drops the error lines and tries those items again.
 
-Many machines: ``--shard i/n`` scores every n-th item of the sorted id list, starting at item i (0-based); use
-the same INPUTS on every machine. Under ``torchrun`` (``RANK`` and ``WORLD_SIZE`` set, no ``--shard``) each
-process takes shard RANK/WORLD_SIZE, writes ``OUT.rank<RANK>.jsonl`` (e.g. ``scores.rank3.jsonl``) and, with
-CUDA, uses GPU ``LOCAL_RANK``. Afterwards ``fnac score --merge -o OUT.jsonl`` joins the ``OUT.rank*.jsonl``
-parts (or the part files given as INPUTS) into OUT, one copy per id; plain ``cat`` works too.
+Many machines: ``--engine ray`` runs the same scoring on Ray Data (`training.score_ray`: decoding as CPU
+tasks, the model in an actor pool, on an embedded cluster or the one at ``--ray-address``; the ``scale``
+extra), which reschedules lost work and writes JSONL or Parquet to any pyarrow filesystem. ``--shard i/n``
+scores every n-th item of the sorted id list, starting at item i (0-based), for job arrays of a batch
+scheduler; use the same INPUTS on every machine and one OUT per shard.
 
 Decoding, the model's batches and post-processing are the stages of `fnac.pipeline`, the same ones the HTTP
 service runs. Only numpy, onnxruntime, PyAV, Pillow, tqdm and the torch-free `fnac` package are used: this runs
@@ -42,7 +42,6 @@ import functools
 import json
 import logging
 import math
-import os
 import re
 import sys
 import time
@@ -191,27 +190,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not match or int(match[2]) < 1 or int(match[1]) >= int(match[2]):
         raise ScoreError(f"--shard must be i/n with 0 <= i < n (e.g. 0/4), not {text!r}")
     return int(match[1]), int(match[2])
-
-
-def torchrun_shard(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
-    """(RANK, WORLD_SIZE) when launched by torchrun with more than one process, else None."""
-    env = os.environ if environ is None else environ
-    if "RANK" not in env or "WORLD_SIZE" not in env:
-        return None
-    try:
-        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-    except ValueError:
-        raise ScoreError(
-            f"RANK={env['RANK']!r} / WORLD_SIZE={env['WORLD_SIZE']!r} are not integers"
-        ) from None
-    if world < 1 or not 0 <= rank < world:
-        raise ScoreError(f"RANK={rank} is outside WORLD_SIZE={world}")
-    return (rank, world) if world > 1 else None
-
-
-def rank_output(out: Path, rank: int) -> Path:
-    """OUT.jsonl -> OUT.rank<rank>.jsonl"""
-    return out.with_name(f"{out.stem}.rank{rank}{out.suffix or '.jsonl'}")
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -388,38 +366,6 @@ def load_existing(path: Path, *, drop_failed: bool = False) -> Existing:
     return existing
 
 
-def merge_outputs(out: Path, parts: Sequence[Path] | None = None) -> dict[str, int]:
-    """Join part files (default: OUT.rank*.jsonl, by rank) into OUT: complete items only, each id once (the
-    first part that has it wins). OUT is written to a temporary name and renamed."""
-    out = Path(out)
-    if not parts:
-        suffix = out.suffix or ".jsonl"
-        pattern = re.compile(re.escape(out.stem) + r"\.rank(\d+)" + re.escape(suffix) + "$")
-        found = [(int(m[1]), p) for p in out.parent.glob(f"{out.stem}.rank*") if (m := pattern.match(p.name))]
-        parts = [p for _, p in sorted(found)]
-    if not parts:
-        raise ScoreError(f"nothing to merge: no {out.stem}.rank*{out.suffix} beside {out}")
-    stats = {"parts": len(parts), "items": 0, "lines": 0, "duplicates": 0, "incomplete": 0}
-    seen: set[str] = set()
-    with atomic_path(out) as tmp_path:
-        for part in map(Path, parts):
-            if not part.is_file():
-                raise ScoreError(f"part file not found: {part}")
-            ranges = []
-            for item_id, group in _group(_scan_lines(part)[0]).items():
-                if _item_status(group) == "incomplete":
-                    stats["incomplete"] += 1
-                elif item_id in seen:
-                    stats["duplicates"] += 1
-                else:
-                    seen.add(item_id)
-                    stats["items"] += 1
-                    stats["lines"] += len(group)
-                    ranges += [(line.start, line.end) for line in group]
-            _copy_ranges(part, tmp_path, sorted(ranges), append=True)
-    return stats
-
-
 # ---------------------------------------------------------------------------------------------- scoring
 
 
@@ -530,15 +476,21 @@ def _failure_line(item: Item, failure: Failure, model: dict[str, str]) -> dict:
     }
 
 
-def score_items(
-    items: Sequence[Item] | Sequence[str | Path],
+@dataclass
+class Setup:
+    """What every engine needs before the first item: the model, the decode job and the row options."""
+
+    runtime: ModelRuntime
+    model_info: dict[str, str]
+    job: DecodeJob
+    rows: dict  # keyword arguments of `_item_lines`
+
+
+def prepare(
     model: str | Path | ModelRuntime,
-    output: str | Path,
     *,
     stride: float | None = None,
     batch_size: int = 16,
-    workers: int = 2,
-    pool: str = "thread",
     png_dir: str | Path | None = None,
     png: str = "overlay",
     heatmap_decimals: int | None = 4,
@@ -550,24 +502,11 @@ def score_items(
     ogl: bool | None = None,
     max_seconds: float = media.DEFAULT_MAX_SECONDS,
     max_windows: int = contract.MAX_WINDOWS,
-    retry_failed: bool = False,
     providers: list[str] | None = None,
     threads: int = 0,
-    progress: bool = False,
-    on_item: Callable[[str], None] | None = None,
-) -> Summary:
-    """Score `items` (Items, or input paths for `find_items`) with an ONNX model, appending to the JSONL file
-    `output` and skipping ids already there. Returns the run's summary.
-
-    `sounding_threshold` defaults to the model's calibrated value (else the service's fallback); boxes and
-    normalisation follow `fnac.postprocess`, from the fused map on a model with object-guided localization
-    unless `ogl=False`. `on_item(id)` is called after each item's lines are written.
-    """
-    started = time.perf_counter()
-    if items and not isinstance(items[0], Item):
-        items = find_items(items)
-    if len({item.id for item in items}) != len(items):
-        raise ScoreError("item ids repeat; every item needs its own id")
+) -> Setup:
+    """Check the options, load the model and derive the decode job and row options (both engines); boxes and
+    normalisation come from the fused map on a model with object-guided localization unless `ogl=False`."""
     if stride is not None and not (stride > 0 and math.isfinite(stride)):
         raise ScoreError(f"--stride must be a positive number of seconds, not {stride}")
     if batch_size < 1:
@@ -584,13 +523,6 @@ def score_items(
     except ValueError as exc:
         raise ScoreError(str(exc)) from None
     model_info = {"name": meta.model_name, "sha256": meta.weights_sha256 or runtime.file_sha256}
-
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    existing = load_existing(output, drop_failed=retry_failed)
-    finished = existing.done | existing.failed
-    todo = [item for item in items if item.id not in finished]
-    summary = Summary(skipped=len(items) - len(todo), output=str(output))
     png_path = Path(png_dir) if png_dir is not None else None
     if png_path is not None:
         png_path.mkdir(parents=True, exist_ok=True)
@@ -599,12 +531,7 @@ def score_items(
         stride=stride,
         keep_frames=png_path is not None and png == "overlay",
     )
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc="score", unit="item", dynamic_ncols=True, file=sys.stderr)
-    post = dict(
+    rows = dict(
         post=pipeline.PostOptions(
             tau=meta.tau,
             sounding_threshold=sounding_threshold,
@@ -620,6 +547,68 @@ def score_items(
         png_kind=png,
         windowed=stride is not None,
     )
+    return Setup(runtime, model_info, job, rows)
+
+
+def unique_items(items: Sequence[Item] | Sequence[str | Path]) -> list[Item]:
+    """`items` as Items (input paths are found with `find_items`); ids must not repeat."""
+    if items and not isinstance(items[0], Item):
+        items = find_items(items)
+    if len({item.id for item in items}) != len(items):
+        raise ScoreError("item ids repeat; every item needs its own id")
+    return list(items)
+
+
+def item_rows(item: Item, decoded, outcome, setup: Setup) -> list[dict]:
+    """The output rows of one item: its windows' rows, or one failure row (decoding, the model or writing
+    its PNGs failed). Both engines write exactly these."""
+    if isinstance(decoded, Failure):
+        return [_failure_line(item, decoded, setup.model_info)]
+    if isinstance(outcome, Failure):
+        return [_failure_line(item, outcome, setup.model_info)]
+    heatmaps, scores, objectness = outcome
+    try:
+        return _item_lines(item, decoded, heatmaps, scores, objectness, **setup.rows)
+    except Exception as exc:  # e.g. the PNG directory became unwritable: record, carry on
+        failure = Failure("postprocess_failed", f"{type(exc).__name__}: {exc}")
+        return [_failure_line(item, failure, setup.model_info)]
+
+
+def score_items(
+    items: Sequence[Item] | Sequence[str | Path],
+    model: str | Path | ModelRuntime,
+    output: str | Path,
+    *,
+    workers: int = 2,
+    pool: str = "thread",
+    retry_failed: bool = False,
+    progress: bool = False,
+    on_item: Callable[[str], None] | None = None,
+    **options,
+) -> Summary:
+    """Score `items` (Items, or input paths for `find_items`) with an ONNX model, appending to the JSONL file
+    `output` and skipping ids already there. Returns the run's summary.
+
+    `options` are those of `prepare` (stride, batch_size, png_dir, sounding_threshold, ...): the sounding
+    threshold defaults to the model's calibrated value (else the service's fallback); boxes and normalisation
+    follow `fnac.postprocess`. `on_item(id)` is called after each item's lines are written.
+    """
+    started = time.perf_counter()
+    items = unique_items(items)
+    setup = prepare(model, **options)
+    runtime, batch_size = setup.runtime, options.get("batch_size", 16)
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    existing = load_existing(output, drop_failed=retry_failed)
+    finished = existing.done | existing.failed
+    todo = [item for item in items if item.id not in finished]
+    summary = Summary(skipped=len(items) - len(todo), output=str(output))
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="score", unit="item", dynamic_ncols=True, file=sys.stderr)
 
     with output.open("a", encoding="utf-8") as out:
 
@@ -640,30 +629,14 @@ def score_items(
 
         def flush(batch: list[tuple[Item, pipeline.DecodedInput]]) -> None:
             for item, decoded, outcome in _infer(runtime, batch, batch_size):
-                if isinstance(outcome, Failure):
-                    write(item, [_failure_line(item, outcome, model_info)])
-                    continue
-                heatmaps, scores, objectness = outcome
-                try:
-                    write(item, _item_lines(item, decoded, heatmaps, scores, objectness, **post))
-                except Exception as exc:  # e.g. the PNG directory became unwritable: record, carry on
-                    write(
-                        item,
-                        [
-                            _failure_line(
-                                item,
-                                Failure("postprocess_failed", f"{type(exc).__name__}: {exc}"),
-                                model_info,
-                            )
-                        ],
-                    )
+                write(item, item_rows(item, decoded, outcome, setup))
 
         pending: list[tuple[Item, pipeline.DecodedInput]] = []
         n_windows = 0
         try:
-            for item, decoded in _decode_in_order(todo, job, workers, pool):
+            for item, decoded in _decode_in_order(todo, setup.job, workers, pool):
                 if isinstance(decoded, Failure):
-                    write(item, [_failure_line(item, decoded, model_info)])
+                    write(item, item_rows(item, decoded, None, setup))
                     continue
                 pending.append((item, decoded))
                 n_windows += len(decoded.times)
@@ -726,20 +699,6 @@ def _load_model(path: str | Path, providers: list[str] | None, threads: int) -> 
         return ModelRuntime(path, providers=providers, intra_op_threads=threads)
     except ModelError as exc:
         raise ScoreError(str(exc)) from None
-
-
-def _pin_gpu_to_local_rank() -> None:
-    """Under torchrun, let each process see only GPU LOCAL_RANK (among those already visible), before ORT
-    creates a CUDA context: every rank then runs on its own GPU with the default device_id 0."""
-    local_rank = os.environ.get("LOCAL_RANK")
-    if local_rank is None or not local_rank.isdigit():
-        return
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    devices = [d for d in visible.split(",") if d.strip()] if visible else None
-    if devices is not None and not devices:
-        return
-    choice = devices[int(local_rank) % len(devices)] if devices else local_rank
-    os.environ["CUDA_VISIBLE_DEVICES"] = choice.strip()
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -814,17 +773,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-windows", type=int, default=contract.MAX_WINDOWS, help="most windows per clip with --stride"
     )
     p.add_argument(
-        "--shard", help="score shard i/n of the sorted id list (0-based; default: RANK/WORLD_SIZE)"
+        "--shard", help="score shard i/n of the sorted id list (0-based), e.g. a job array's index"
     )
     p.add_argument("--retry-failed", action="store_true", help="score again the items OUT records as failed")
     p.add_argument("--providers", help="comma list of ONNX Runtime providers, e.g. cuda,cpu (default: auto)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
-    p.add_argument(
-        "--merge",
-        action="store_true",
-        help="join OUT.rank*.jsonl (or the INPUT part files) into OUT and exit",
-    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    ray = p.add_argument_group("engine (Ray needs the scale extra: pip install 'fnac[scale]')")
+    ray.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process and its decode workers (default); ray: Ray Data, on an embedded cluster "
+        "or the one at --ray-address (docs/SCALING.md)",
+    )
+    ray.add_argument(
+        "--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else an embedded one)"
+    )
+    ray.add_argument(
+        "--actors", type=int, default=1, help="model actors, one ONNX Runtime session each (default 1)"
+    )
+    ray.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        default=0.0,
+        help="GPUs per model actor; > 0 runs it on CUDA (default 0)",
+    )
+    ray.add_argument(
+        "--cpus-per-actor",
+        type=float,
+        default=1.0,
+        help="CPUs per model actor, also its ONNX Runtime thread count (default 1)",
+    )
+    ray.add_argument(
+        "--format",
+        dest="output_format",
+        choices=["jsonl", "parquet"],
+        default="jsonl",
+        help="jsonl: one file (default); parquet: a folder of Parquet parts (--engine ray). A filesystem URI "
+        "as OUT is a folder of parts too",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -838,14 +826,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    out = Path(args.output)
-    if args.merge:
-        stats = merge_outputs(out, [Path(p) for p in args.inputs] or None)
-        print(
-            f"merged {stats['parts']} parts into {out}: {stats['items']} items ({stats['lines']} lines), "
-            f"{stats['duplicates']} duplicate and {stats['incomplete']} incomplete items left out"
-        )
-        return 0
+    out = args.output
+    if args.engine == "local" and (args.output_format != "jsonl" or "://" in out):
+        raise ScoreError("--format parquet and filesystem URIs as OUT need --engine ray")
     if not args.model:
         args.model = str(contract.default_model_path())
     if not args.inputs:
@@ -856,29 +839,18 @@ def _run(args: argparse.Namespace) -> int:
     if not items:
         raise ScoreError(f"no videos or frame + audio pairs found in {' '.join(args.inputs)}")
     shard_label = ""
+    index, count = 0, 1
     if args.shard:
         index, count = parse_shard(args.shard)
         shard_label = f"{index}/{count}"
-    elif (ranked := torchrun_shard()) is not None:
-        index, count = ranked
-        out = rank_output(out, index)
-        shard_label = f"{index}/{count} (torchrun)"
-        _pin_gpu_to_local_rank()
-    else:
-        index, count = 0, 1
     total = len(items)
     items = shard(items, index, count)
     if count > 1:
         log.info("shard %s: %d of %d items -> %s", shard_label, len(items), total, out)
     providers = contract.parse_providers(args.providers)
-    summary = score_items(
-        items,
-        args.model,
-        out,
+    options = dict(
         stride=args.stride,
         batch_size=args.batch_size,
-        workers=args.workers,
-        pool=args.pool,
         png_dir=args.png_dir,
         png=args.png or "overlay",
         heatmap_decimals=None if args.no_heatmap else args.heatmap_decimals,
@@ -890,11 +862,35 @@ def _run(args: argparse.Namespace) -> int:
         ogl=args.ogl,
         max_seconds=args.max_seconds,
         max_windows=args.max_windows,
-        retry_failed=args.retry_failed,
-        providers=providers,
-        threads=args.threads,
-        progress=args.progress,
     )
+    if args.engine == "ray":
+        from training.score_ray import RayOptions, score_items_ray
+
+        ray_options = RayOptions(args.ray_address, args.actors, args.gpus_per_actor, args.cpus_per_actor)
+        summary = score_items_ray(
+            items,
+            args.model,
+            out,
+            ray_options=ray_options,
+            output_format=args.output_format,
+            retry_failed=args.retry_failed,
+            providers=providers,
+            progress=args.progress,
+            **options,
+        )
+    else:
+        summary = score_items(
+            items,
+            args.model,
+            out,
+            workers=args.workers,
+            pool=args.pool,
+            retry_failed=args.retry_failed,
+            providers=providers,
+            threads=args.threads,
+            progress=args.progress,
+            **options,
+        )
     summary.shard = shard_label
     print(summary.line())
     if summary.items and summary.failures == summary.items:

@@ -1,12 +1,13 @@
 """The Kubernetes manifests in docker/k8s agree with the image and the service they run.
 
 Parsed with PyYAML and checked against the root Dockerfile (port, user), the FastAPI app's routes (probe
-paths), service/config.py (FNAC_* names, the drain time).
+paths), service/config.py (FNAC_* names, the drain time) and `fnac score`'s options (the RayJob entrypoint).
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -57,9 +58,10 @@ def _port_number(container: dict, port: int | str) -> int:
 
 def test_every_manifest_parses_and_the_kustomization_lists_the_service_parts():
     kinds = {doc["kind"] for doc in _documents()}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler"} <= kinds
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "RayJob"} <= kinds
     listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
     assert all((K8S / name).is_file() for name in listed)
+    assert "rayjob.yaml" not in listed  # the batch job is applied on its own, not with the service
 
 
 def test_container_port_is_the_image_port_and_the_servers_port():
@@ -101,6 +103,10 @@ def test_runs_as_the_images_non_root_user():
     assert pod["runAsNonRoot"] is True
     assert (pod["runAsUser"], pod["runAsGroup"]) == (uid, gid)
     assert uid != 0
+    rayjob = _one("RayJob")["spec"]["rayClusterSpec"]
+    templates = [rayjob["headGroupSpec"]["template"]] + [g["template"] for g in rayjob["workerGroupSpecs"]]
+    for template in templates:
+        assert template["spec"]["securityContext"]["runAsUser"] == uid
 
 
 def test_env_names_are_settings_of_the_service():
@@ -152,3 +158,23 @@ def test_service_and_autoscaler_point_at_the_deployment():
     assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu"]
     cpu = str(_container()["resources"]["requests"]["cpu"])
     assert float(cpu.removesuffix("m")) > 0  # a utilisation target needs a CPU request
+
+
+def test_rayjob_entrypoint_is_a_valid_ray_scoring_command():
+    import argparse
+
+    from training import score
+
+    entrypoint = shlex.split(_one("RayJob")["spec"]["entrypoint"])
+    assert entrypoint[:2] == ["fnac", "score"]
+    parser = argparse.ArgumentParser()
+    score.add_arguments(parser)
+    args = parser.parse_args(entrypoint[2:])
+    assert args.engine == "ray"
+    assert args.model.startswith("/models/")
+    workers = _one("RayJob")["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    gpus = sum(
+        int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]) * g["replicas"]
+        for g in workers
+    )
+    assert args.actors * args.gpus_per_actor <= gpus  # the actor pool fits on the cluster it asks for

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from fnac.cli import main as fnac_main
-from training.score import find_items, load_existing, merge_outputs, parse_shard, score_items
+from training.score import find_items, load_existing, parse_shard, score_items
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 16_000
@@ -304,32 +304,6 @@ def test_shards_partition_the_id_list(media, tiny_onnx_model, tmp_path):
     assert not parts[0] & parts[1]
     assert abs(len(parts[0]) - len(parts[1])) <= 1
     assert "heatmap" not in read_jsonl(tmp_path / "part0.jsonl")[0]
-
-
-def test_torchrun_ranks_write_rank_files_that_merge(media, tiny_onnx_model, tmp_path, monkeypatch):
-    out = tmp_path / "scores.jsonl"
-    for rank in range(2):
-        monkeypatch.setenv("RANK", str(rank))
-        monkeypatch.setenv("WORLD_SIZE", "2")
-        argv = [
-            "score",
-            "--model",
-            str(tiny_onnx_model),
-            str(media["data"]),
-            str(media["videos"] / "clip_a.mp4"),
-        ]
-        assert fnac_main([*argv, "-o", str(out), "--no-progress"]) == 0
-    monkeypatch.delenv("RANK")
-    monkeypatch.delenv("WORLD_SIZE")
-    rank_files = sorted(tmp_path.glob("scores.rank*.jsonl"))
-    assert [p.name for p in rank_files] == ["scores.rank0.jsonl", "scores.rank1.jsonl"]
-    assert not out.exists()
-    assert fnac_main(["score", "--merge", "-o", str(out)]) == 0
-    assert sorted(line["id"] for line in read_jsonl(out)) == ["clip_a", "pair_a", "pair_b"]
-    # merging again over a stale duplicate keeps one copy per id
-    (tmp_path / "scores.rank2.jsonl").write_text(out.read_text().splitlines(keepends=True)[0])
-    stats = merge_outputs(out)
-    assert stats["duplicates"] == 1 and stats["items"] == 3
 
 
 def test_csv_lists_give_ids_and_failures(media, tiny_onnx_model, tmp_path):
