@@ -1,8 +1,13 @@
 # FNAC serving image: FastAPI on ONNX Runtime (GPU build, runs on the CPU when no GPU is visible). No torch.
 #
-#   docker build -t fnac .                                   # with the CUDA runtime wheels from PyPI
+#   docker build -t fnac .                                   # CUDA 13 (NVIDIA driver 580+), CUDA wheels from PyPI
+#   docker build --build-arg CUDA_MAJOR=12 -t fnac:cuda12 .  # CUDA 12 (driver 525+): onnxruntime-gpu < 1.27
 #   docker build --build-arg CUDA_WHEELS=0 -t fnac:cpu .     # no CUDA libraries: CPU only, same code
 #   docker run --gpus all -p 8000:8000 fnac                  # serves the bundled default model
+#
+# CUDA_MAJOR picks the onnxruntime-gpu releases built for that CUDA version: 13 -> 1.27 and later, whose CUDA
+# provider needs a driver of the 580 series or newer; 12 -> 1.20-1.26, driver 525 or newer. On an older driver
+# the CUDA 13 image serves on the CPU (`fnac doctor` in the container says why; FNAC_REQUIRE_GPU=true refuses).
 #   docker run -p 8000:8000 -v $PWD/models:/models:ro -e FNAC_MODEL=/models/my.onnx fnac
 #   docker build --build-arg EXTRAS=serve,scale -t fnac-score .   # + Ray, for `fnac score --engine ray`
 #                                                            #   on a cluster (docker/k8s/rayjob.yaml)
@@ -47,6 +52,8 @@ WORKDIR /home/fnac
 # parts of pyproject.toml does not reinstall the dependencies.
 FROM python AS wheel
 ARG EXTRAS=serve
+ARG CUDA_MAJOR=13
+ARG CUDA_WHEELS=1
 RUN --mount=type=bind,target=/src,rw \
     --mount=type=secret,id=pip_cert \
     --mount=type=cache,target=/root/.cache/pip,sharing=locked \
@@ -54,7 +61,9 @@ RUN --mount=type=bind,target=/src,rw \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     cd /src; \
     mkdir /wheels; \
-    python docker/requirements.py pyproject.toml $(echo "$EXTRAS" | tr , ' ') > /wheels/requirements-serve.txt; \
+    cuda_wheels=""; if [ "$CUDA_WHEELS" = 1 ]; then cuda_wheels="--cuda-wheels"; fi; \
+    python docker/requirements.py pyproject.toml $(echo "$EXTRAS" | tr , ' ') --cuda-major "$CUDA_MAJOR" $cuda_wheels \
+        > /wheels/requirements-serve.txt; \
     pip wheel --no-deps --wheel-dir /wheels .
 
 # ---------------------------------------------------------------------------------------------- serve
@@ -64,16 +73,17 @@ FROM python
 # job server (ray[default]) and wget for its probes.
 ARG EXTRAS=serve
 COPY --from=wheel /wheels/requirements-serve.txt /opt/venv/requirements-serve.txt
-# CUDA_WHEELS=1 adds the CUDA runtime + cuDNN from PyPI (onnxruntime-gpu's own extras), so no CUDA base image
-# is needed; the host needs only the NVIDIA driver and container toolkit. CUDA_WHEELS=0 leaves them out
-# (about 2 GB smaller: 0.87 vs 3.0 GB; ONNX Runtime then runs on the CPU provider only).
-ARG CUDA_WHEELS=1
+# The requirements carry the onnxruntime-gpu pin for CUDA_MAJOR and, with CUDA_WHEELS=1, its `cuda,cudnn`
+# extras: the CUDA runtime + cuDNN from PyPI, so no CUDA base image is needed; the host needs only the NVIDIA
+# driver and container toolkit. CUDA_WHEELS=0 leaves them out (about 2 GB smaller: 0.87 vs 3.0 GB; ONNX
+# Runtime then runs on the CPU provider only).
+ARG CUDA_MAJOR=13
+LABEL org.fnac.cuda-major="${CUDA_MAJOR}"
 RUN --mount=type=secret,id=pip_cert \
     --mount=type=cache,target=/root/.cache/pip,sharing=locked \
     set -eu; \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     extras=""; \
-    if [ "$CUDA_WHEELS" = 1 ]; then extras="onnxruntime-gpu[cuda,cudnn]"; fi; \
     case ",$EXTRAS," in \
         *,scale,*) \
             extras="$extras ray[default]"; \
@@ -89,7 +99,9 @@ RUN --mount=type=secret,id=pip_cert \
         find "$site/nvidia" -mindepth 2 -maxdepth 3 -type d -name lib | sort > /etc/ld.so.conf.d/fnac-nvidia-wheels.conf; \
         ldconfig; \
     fi; \
-    python -c 'import onnxruntime, av, fastapi, uvicorn, PIL; print("onnxruntime", onnxruntime.__version__, onnxruntime.get_available_providers())'
+    python -c 'import onnxruntime, av, fastapi, uvicorn, PIL; print("onnxruntime", onnxruntime.__version__, onnxruntime.get_available_providers())'; \
+    # The installed build must be the one CUDA_MAJOR asked for.
+    python -c 'import sys; from onnxruntime.capi import build_and_package_info as b; v = getattr(b, "cuda_version", ""); print("built for CUDA", v); sys.exit(0 if v.split(".")[0] == sys.argv[1] else "onnxruntime-gpu is built for CUDA %s, not %s" % (v, sys.argv[1]))' "$CUDA_MAJOR"
 
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-deps --no-index /wheels/*.whl \

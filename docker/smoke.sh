@@ -5,6 +5,7 @@
 #   docker/smoke.sh
 #
 # Environment (all optional):
+#   CUDA_MAJOR=13|12  which onnxruntime-gpu line to build (default 13, the image's default)
 #   CUDA_WHEELS=0|1   leave the CUDA runtime wheels out of the test build (default 0: same code, GBs smaller)
 #   BASE_IMAGE        default local/debian:bookworm, made with docker/make_base.sh when missing (no registry
 #                     needed); set python:3.11-slim where a registry is reachable
@@ -25,6 +26,7 @@ DOCKER="${DOCKER:-/usr/bin/docker}"
 IMAGE="${SMOKE_IMAGE:-fnac:smoke}"
 BASE_IMAGE="${BASE_IMAGE:-local/debian:bookworm}"
 CUDA_WHEELS="${CUDA_WHEELS:-0}"
+CUDA_MAJOR="${CUDA_MAJOR:-13}"
 PIP_CERT_FILE="${PIP_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
 PYTHON="${PYTHON:-.venv/bin/python}"
 HOST_PYTHON="$(command -v python3)"
@@ -91,10 +93,11 @@ fi
 secret=()
 [[ -s "$PIP_CERT_FILE" ]] && secret=(--secret "id=pip_cert,src=$PIP_CERT_FILE")
 previous_id="$("$DOCKER" image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
-log "building $IMAGE (BASE_IMAGE=$BASE_IMAGE CUDA_WHEELS=$CUDA_WHEELS)"
+log "building $IMAGE (BASE_IMAGE=$BASE_IMAGE CUDA_MAJOR=$CUDA_MAJOR CUDA_WHEELS=$CUDA_WHEELS)"
 build_start=$SECONDS
 DOCKER_BUILDKIT=1 "$DOCKER" build --network host --progress plain \
-  --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "CUDA_WHEELS=$CUDA_WHEELS" "${secret[@]}" \
+  --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "CUDA_MAJOR=$CUDA_MAJOR" --build-arg "CUDA_WHEELS=$CUDA_WHEELS" \
+  "${secret[@]}" \
   -t "$IMAGE" . >"$workdir/build.log" 2>&1 || { tail -60 "$workdir/build.log" >&2; die "docker build failed"; }
 image_id="$("$DOCKER" image inspect -f '{{.Id}}' "$IMAGE")"
 image_mb="$("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f", $1 / 1e6}')"
@@ -223,4 +226,21 @@ logs="$("$DOCKER" logs "$container" 2>&1)"
 provider_line="$(grep -m1 "loaded with providers" <<<"$logs" || true)"
 [[ -n "$provider_line" ]] || die "no 'loaded with providers' log line"
 log "provider log line: $provider_line"
+# The runtime verdict (as `fnac doctor` says it) is logged at start and shown by /readyz; no GPU in CI.
+verdict_line="$(grep -m1 '"runtime: ' <<<"$logs" || grep -m1 'runtime: ' <<<"$logs" || true)"
+[[ -n "$verdict_line" ]] || die "no 'runtime: ...' verdict log line"
+[[ "$ready" == *'"runtime_status":"cpu"'* || "$ready" == *'"runtime_status":"gpu"'* ]] \
+  || die "/readyz lacks the runtime verdict: $ready"
+log "runtime verdict: $verdict_line"
+# FNAC_REQUIRE_GPU=true must refuse to serve on a machine without a GPU, in one line (a throwaway process in
+# the running container, not a second container: each one copies the whole image on vfs storage).
+if ! grep -q '"runtime_status":"gpu"' <<<"$ready"; then
+  if refusal="$("$DOCKER" exec -e FNAC_REQUIRE_GPU=true -e FNAC_PORT=0 "$container" fnac serve 2>&1)"; then
+    die "FNAC_REQUIRE_GPU=true started without a GPU: $refusal"
+  fi
+  [[ "$(wc -l <<<"$refusal")" == 1 && "$refusal" == *FNAC_REQUIRE_GPU* ]] || die "refusal is not one line: $refusal"
+  log "FNAC_REQUIRE_GPU=true without a GPU: $refusal"
+fi
+"$DOCKER" exec "$container" fnac doctor >"$workdir/doctor.txt" 2>&1 || true
+log "fnac doctor in the image: $(tail -1 "$workdir/doctor.txt")"
 log "image $IMAGE: ${image_mb} MB; total $((SECONDS - started)) s"

@@ -38,6 +38,7 @@ VERBS = {
     "score": ("training.score", "score videos or frame+audio pairs offline to JSONL"),
     "serve": ("service.cli", "run the HTTP service (POST /localize) on an ONNX model"),
     "bench": ("training.bench", "measure speed side by side (model: torch vs ONNX; service: HTTP vs raw)"),
+    "doctor": ("service.doctor", "what this install can run on: versions, providers, GPU, driver, verdict"),
 }
 
 # The install extra that brings each optional top-level module a verb may need.

@@ -6,20 +6,16 @@ threshold are read from its metadata_props and nowhere else.
 
 from __future__ import annotations
 
-import ctypes.util
 import hashlib
 import json
 import logging
-import os
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from fnac import contract
+from fnac import contract, gpu
 from fnac.errors import FnacError
 
 log = logging.getLogger("fnac.runtime")
@@ -116,16 +112,8 @@ def _json_object(text: str, source: str) -> dict | None:
 
 
 def gpu_visible() -> bool:
-    """True when an NVIDIA GPU is really there (device node or a working nvidia-smi)."""
-    if os.path.exists("/dev/nvidia0"):
-        return True
-    if shutil.which("nvidia-smi"):
-        try:
-            result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=5, check=False)
-            return result.returncode == 0 and b"GPU" in result.stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-    return False
+    """True when an NVIDIA GPU is really there and not hidden by CUDA_VISIBLE_DEVICES."""
+    return gpu.detect_gpu().visible
 
 
 def choose_providers(requested: list[str] | None = None) -> list[str]:
@@ -142,7 +130,7 @@ def choose_providers(requested: list[str] | None = None) -> list[str]:
     chosen = []
     if gpu_visible():
         # TensorRT only when its library is installed; otherwise ORT logs an error for every session.
-        if "TensorrtExecutionProvider" in available and ctypes.util.find_library("nvinfer"):
+        if "TensorrtExecutionProvider" in available and gpu.tensorrt_installed():
             chosen.append("TensorrtExecutionProvider")
         if "CUDAExecutionProvider" in available:
             chosen.append("CUDAExecutionProvider")
@@ -160,6 +148,8 @@ class ModelRuntime:
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
         spinning: bool = True,
+        gpu_options: gpu.GpuOptions | None = None,
+        io_binding: str = "auto",
     ):
         path = Path(model_path)
         if not path.is_file():
@@ -177,8 +167,20 @@ class ModelRuntime:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.requested_providers = choose_providers(providers)
+        on_gpu = any(p in gpu.GPU_PROVIDERS for p in self.requested_providers)
+        if on_gpu:
+            for library in gpu.preload_cuda_libraries(gpu.ort_build()):
+                log.info("preloaded %s for the CUDA provider", library)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=self.requested_providers)
+            with_options = gpu.provider_options(
+                self.requested_providers,
+                gpu_options or gpu.GpuOptions(),
+                gpu.detect_gpu() if on_gpu else None,
+            )
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=with_options)
         except Exception as exc:  # ORT raises its own exception types for unreadable graphs
             raise ModelError(f"could not load model {str(path)!r}: {exc}") from None
         # What actually loaded, not what was asked for: ORT falls back to CPU with only a log line.
@@ -194,6 +196,13 @@ class ModelRuntime:
         self._check_signature()
         self.file_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
         self.warmed_up = False
+        # IO binding: inputs copied to the device once, outputs written straight to host memory. On the CPU
+        # provider plain run() is already copy-free, so auto binds only for a GPU provider.
+        device_id = (gpu_options or gpu.GpuOptions()).device_id
+        if io_binding == "on" or (io_binding == "auto" and self.on_gpu):
+            self._bind_device = ("cuda", device_id) if self.on_gpu else ("cpu", 0)
+        else:
+            self._bind_device = None
 
     @property
     def model_id(self) -> str:
@@ -230,7 +239,17 @@ class ModelRuntime:
 
     def run(self, images: np.ndarray, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """images uint8 [B, S, S, 3], audio float32 [B, N] -> heatmap float32 [B, h, w], score float32 [B]."""
-        heatmap, score = self.session.run(["heatmap", "score"], {"image": images, "audio": audio})
+        if self._bind_device is None:
+            heatmap, score = self.session.run(["heatmap", "score"], {"image": images, "audio": audio})
+            return heatmap, score
+        device, device_id = self._bind_device
+        binding = self.session.io_binding()  # one per call: batches may run in several lanes at once
+        for name, array in (("image", images), ("audio", audio)):
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, device, device_id))
+        for name in ("heatmap", "score"):
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        heatmap, score = binding.copy_outputs_to_cpu()
         return heatmap, score
 
     def run_maps(

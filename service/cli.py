@@ -7,6 +7,7 @@ Every FNAC_* environment setting applies (service/config.py lists them); the opt
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from fnac.errors import FnacError
@@ -43,6 +44,7 @@ def serve(
 
     from service import logs
     from service.main import create_app
+    from service.memory import tune_malloc
 
     unknown = sorted(set(overrides) - set(Settings.model_fields))
     if unknown:
@@ -51,6 +53,19 @@ def serve(
     settings = Settings(**{key: value for key, value in explicit.items() if value is not None})
     logs.configure(settings.log_level, settings.log_json)
     check_model_file(Path(settings.model))
+    # Before uvicorn, ORT and the thread pools start any threads (service/memory.py says why).
+    malloc = tune_malloc(settings.malloc_arena_max, settings.malloc_mmap_threshold_kb)
+    if settings.require_gpu:
+        from fnac.runtime import ModelError
+        from service.main import preflight_gpu
+
+        try:
+            verdict = preflight_gpu(settings)
+        except ModelError as exc:
+            raise FnacError(f"FNAC_REQUIRE_GPU is set: {exc}") from None
+        if not verdict.on_gpu:
+            raise FnacError(f"FNAC_REQUIRE_GPU is set, refusing to serve on the CPU: {verdict.line}")
+    logging.getLogger("fnac.memory").info("glibc malloc settings: %s", malloc or "unchanged (not glibc)")
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -7,7 +7,7 @@ the ONNX metadata, not from here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -35,10 +35,43 @@ class Settings(BaseSettings):
     providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     intra_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
     inter_op_threads: int = Field(0, ge=0, description="0 = ONNX Runtime's default")
+    require_gpu: bool = Field(
+        False, description="refuse to start (one-line reason) unless a GPU execution provider really loads"
+    )
+    cuda_device: int = Field(
+        0, ge=0, description="GPU to run on, counted among the ones CUDA_VISIBLE_DEVICES lets through"
+    )
+    gpu_mem_limit_mb: int = Field(
+        0, ge=0, description="cap on the CUDA provider's memory arena in MiB (0 = no cap)"
+    )
+    gpu_arena_extend: Literal["next_power_of_two", "same_as_requested"] = Field(
+        "next_power_of_two",
+        description="how the CUDA arena grows: doubling (fewer allocations) or exactly what is asked (tighter)",
+    )
+    trt_cache_dir: Path | None = Field(
+        None,
+        description="folder for TensorRT's built engines (reused across restarts); TensorRT is used only "
+        "when its libraries are installed",
+    )
+    io_binding: Literal["auto", "on", "off"] = Field(
+        "auto", description="bind inputs and outputs to device memory: auto = on for GPU providers only"
+    )
     ort_spinning: bool = Field(
         False,
         description="let ONNX Runtime's idle threads busy-wait (its default); off, they yield the CPU to "
         "decoding and HTTP work in this process",
+    )
+
+    # Memory over days (service/memory.py, docs/RELIABILITY.md).
+    malloc_arena_max: int = Field(
+        2,
+        ge=0,
+        description="glibc malloc arenas in the server and decoders (0 = glibc's default, 8 per core)",
+    )
+    malloc_mmap_threshold_kb: int = Field(
+        128,
+        ge=0,
+        description="blocks this large or larger are mmapped and returned on free (0 = glibc's dynamic default)",
     )
 
     # Micro-batching and overload.

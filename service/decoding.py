@@ -35,8 +35,12 @@ def ping() -> int:
 # ---------------------------------------------------------------------------------------------- pool
 
 
-def _worker_main(conn) -> None:
+def _worker_main(conn, malloc: tuple[int, int] = (0, 0)) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent shuts us down
+    if any(malloc):
+        from service.memory import tune_malloc
+
+        tune_malloc(*malloc)  # decoders free frame-sized blocks all day: keep them mapped, not in the heap
     while True:
         try:
             fn, args, kwargs = conn.recv()
@@ -54,11 +58,26 @@ def _worker_main(conn) -> None:
             return
 
 
+class _WorkerContext:
+    """The spawn context (never fork a process that runs threads), plus the glibc malloc settings
+    (arena_max, mmap_threshold_kb) each worker applies at start (service.memory.tune_malloc)."""
+
+    def __init__(self, malloc: tuple[int, int] = (0, 0)):
+        self.spawn = multiprocessing.get_context("spawn")
+        self.malloc = malloc
+
+    def Pipe(self):
+        return self.spawn.Pipe()
+
+    def Process(self, **kwargs):
+        return self.spawn.Process(**kwargs)
+
+
 class _Worker:
-    def __init__(self, context):
+    def __init__(self, context: _WorkerContext):
         self.conn, child_conn = context.Pipe()
         self.process = context.Process(
-            target=_worker_main, args=(child_conn,), daemon=True, name="fnac-decode"
+            target=_worker_main, args=(child_conn, context.malloc), daemon=True, name="fnac-decode"
         )
         self.process.start()
         child_conn.close()
@@ -86,11 +105,13 @@ class DecodePool:
     At most `workers + backlog` jobs may be pending; beyond that `run` raises `PoolBusy` at once.
     """
 
-    def __init__(self, workers: int = 2, timeout_s: float = 30.0, backlog: int = 64):
+    def __init__(
+        self, workers: int = 2, timeout_s: float = 30.0, backlog: int = 64, malloc: tuple[int, int] = (0, 0)
+    ):
         self.workers = workers
         self.timeout_s = timeout_s
         self.capacity = workers + backlog
-        self._context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+        self._context = _WorkerContext(malloc)
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fnac-decode")
         self._idle: asyncio.Queue[_Worker] | None = None
         self._all: list[_Worker] = []

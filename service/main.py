@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
+from fnac.gpu import GpuOptions
 from fnac.pipeline import InputSpec, sounding_threshold_for
 from fnac.runtime import ModelError, ModelRuntime
 from service.api.deps import ServiceState
@@ -32,7 +33,18 @@ async def load_service(settings: Settings) -> ServiceState:
         intra_op_threads=settings.intra_op_threads,
         inter_op_threads=settings.inter_op_threads,
         spinning=settings.ort_spinning,
+        gpu_options=gpu_options(settings),
+        io_binding=settings.io_binding,
     )
+    verdict = await asyncio.to_thread(runtime_verdict, runtime.providers)
+    log.log(
+        logging.WARNING if verdict.status == "degraded" else logging.INFO,
+        "runtime: %s",
+        verdict.line,
+        extra={"runtime_status": verdict.status},
+    )
+    if settings.require_gpu and not verdict.on_gpu:
+        raise ModelError(f"FNAC_REQUIRE_GPU is set and no GPU provider runs the model: {verdict.line}")
     await asyncio.to_thread(runtime.warm_up, tuple(sorted({1, settings.max_batch})))
     meta = runtime.metadata
     threshold, source = sounding_threshold_for(meta, settings.sounding_threshold)
@@ -51,7 +63,12 @@ async def load_service(settings: Settings) -> ServiceState:
         lanes=settings.inference_lanes,
     )
     await batcher.start()
-    pool = DecodePool(settings.decode_workers, settings.decode_timeout_s, backlog=settings.queue_size)
+    pool = DecodePool(
+        settings.decode_workers,
+        settings.decode_timeout_s,
+        backlog=settings.queue_size,
+        malloc=(settings.malloc_arena_max, settings.malloc_mmap_threshold_kb),
+    )
     await pool.start()
     log.info(
         "serving %s (%s, %d Hz, %.1f s clips, %d px) on %s",
@@ -63,7 +80,45 @@ async def load_service(settings: Settings) -> ServiceState:
         runtime.providers,
         extra={"providers": runtime.providers, "model": runtime.model_id},
     )
-    return ServiceState(settings, runtime, batcher, pool, spec, threshold, source)
+    return ServiceState(settings, runtime, batcher, pool, spec, threshold, source, verdict)
+
+
+def gpu_options(settings: Settings) -> GpuOptions:
+    """The GPU providers' settings (device, arena, TensorRT cache) from FNAC_* settings."""
+    return GpuOptions(
+        device_id=settings.cuda_device,
+        mem_limit_mb=settings.gpu_mem_limit_mb,
+        arena_extend=settings.gpu_arena_extend,
+        trt_cache_dir=str(settings.trt_cache_dir) if settings.trt_cache_dir else None,
+    )
+
+
+def preflight_gpu(settings: Settings):
+    """Before the server starts: the verdict for the providers the settings ask for, judged by a tiny session
+    (so FNAC_REQUIRE_GPU can refuse in one line, without loading the model first). Raises ModelError for a
+    provider this build lacks or a GPU that is not there."""
+    from fnac import gpu
+    from fnac.runtime import choose_providers
+
+    chosen = choose_providers(settings.providers or None)
+    info = gpu.detect_gpu()
+    if info.visible:
+        gpu.preload_cuda_libraries(gpu.ort_build())  # as the runtime will
+    try:
+        with_options = gpu.provider_options(chosen, gpu_options(settings), info)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
+    loaded, _ = gpu.probe_providers(with_options)
+    return runtime_verdict(loaded)
+
+
+def runtime_verdict(loaded: list[str]):
+    """The same verdict as `fnac doctor`, for the providers the service's session really got."""
+    from fnac import gpu
+
+    build = gpu.ort_build()
+    info = gpu.detect_gpu()
+    return gpu.verdict(info, build, loaded, gpu.cuda_libraries(build) if info.visible else {})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -38,5 +38,7 @@ class Readiness(BaseModel):
     model: str | None = None
     warmed_up: bool = False
     providers: list[str] = []
+    runtime: str | None = None  # the verdict line: GPU in use, CPU only, or GPU present but unused and why
+    runtime_status: str | None = None  # gpu | cpu | degraded
     decode_workers: int = 0
     queue_depth: int = 0

@@ -39,6 +39,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=10.0, help="service: seconds per load level")
     p.add_argument("--concurrency", default="1,8,32", help="service: client concurrencies, comma separated")
     p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument(
+        "--provider",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="model: ONNX Runtime provider for the ONNX graphs (default cpu; cuda: fp32 and fp16, plain run and "
+        "IO binding, no eager baseline)",
+    )
+    p.add_argument("--batches", help="model: comma list of batch sizes (default 1,16)")
+    p.add_argument(
+        "--precisions", help="model: comma list of fp32, fp16, int8 (default fp32,int8; cuda: fp32,fp16)"
+    )
+    p.add_argument("--no-eager", action="store_true", help="model: skip the eager torch baseline")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -216,7 +216,7 @@ def run_benchmark(
     from fnac.runtime import ModelRuntime
     from service.config import Settings
 
-    max_batch = Settings.model_fields["max_batch"].default
+    max_batch = Settings().max_batch  # FNAC_MAX_BATCH when set (the servers below get the same)
     runtime = ModelRuntime(model, intra_op_threads=threads)
     providers, metadata = runtime.providers, runtime.metadata
     raw_seconds = min(seconds, 5.0)
@@ -231,6 +231,13 @@ def run_benchmark(
                 running_server(model, batch, threads, work_dir / f"server-batching-{batching}.log")
             )
             for batching, batch in (("on", max_batch), ("off", 1))
+        }
+        # What the servers really run on, read back from their sessions (/readyz), not assumed.
+        import httpx
+
+        readiness = {
+            batching: httpx.get(f"{server.base}/readyz", timeout=10).json()
+            for batching, server in servers.items()
         }
         for server in servers.values():
             # Warm-up, not measured: connections, decode workers, ORT's first runs at each batch size.
@@ -250,6 +257,8 @@ def run_benchmark(
     return {
         "model": metadata.model_name,
         "providers": providers,
+        "server_providers": readiness["on"].get("providers"),
+        "server_runtime": readiness["on"].get("runtime"),
         "image_size": metadata.image_size,
         "cpu_count": os.cpu_count(),
         "intra_op_threads": threads,
@@ -320,7 +329,8 @@ def main(args) -> int:
             raise FnacError(str(exc)) from None
     result["model_source"] = source
     print(
-        f"{result['model']} ({result['image_size']} px) on {', '.join(result['providers'])}, "
+        f"{result['model']} ({result['image_size']} px) on {', '.join(result['providers'])} (server: "
+        f"{', '.join(result['server_providers'] or ['?'])}), "
         f"{result['cpu_count']} CPUs, intra-op threads {args.threads or 'default'}; "
         f"{args.duration:g} s per level; requests: {FRAME_SIZE[0]}x{FRAME_SIZE[1]} JPEG + "
         f"{UPLOAD_SAMPLE_RATE} Hz WAV, JSON answer; server and clients share this machine"

@@ -47,6 +47,15 @@ class LiveServer:
         """Resident memory of the server and all its children (decode workers, resource tracker)."""
         return self._tree_total(lambda proc: proc.memory_info().rss) or 0
 
+    def own_rss_bytes(self) -> int:
+        """Resident memory of the server process alone (without its decode workers)."""
+        import psutil
+
+        try:
+            return psutil.Process(self.process.pid).memory_info().rss
+        except psutil.NoSuchProcess:
+            return 0
+
     def cpu_seconds(self) -> float | None:
         """User + system CPU time so far of the server and its live children; None without psutil."""
         try:

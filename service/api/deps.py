@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from fnac.gpu import Verdict
 from fnac.pipeline import InputSpec
 from fnac.runtime import ModelRuntime
 from service.batcher import MicroBatcher
@@ -27,6 +28,7 @@ class ServiceState:
     spec: InputSpec
     sounding_threshold: float
     sounding_threshold_source: str  # "metadata" | "settings" | "fallback"
+    verdict: Verdict | None = None  # GPU or not, and why (the line `fnac doctor` prints)
 
 
 def get_service(request: Request) -> ServiceState:

@@ -86,6 +86,20 @@ def test_int8_and_fp16_exports_are_verified(tmp_path):
     with pytest.raises(ExportError, match="calibration"):
         export_onnx(model, tmp_path / "q2.onnx", precision="int8")
     parity16 = export_onnx(model, tmp_path / "h.onnx", precision="fp16")
-    assert parity16.correlation >= 0.99 and parity16.relative_diff < 0.05
+    assert parity16.correlation >= 0.99 and parity16.relative_diff < export_mod.FP16_TOLERANCE
+    assert parity16.score_max_abs_diff < export_mod.FP16_SCORE_TOLERANCE
     init_types = {t.data_type for t in onnx.load(tmp_path / "h.onnx").graph.initializer}
     assert onnx.TensorProto.FLOAT16 in init_types
+
+
+def test_fp16_export_is_held_to_its_tolerance(tmp_path, monkeypatch):
+    from model.config import FNACConfig
+    from model.fnac import FNAC
+
+    torch.manual_seed(0)
+    model = FNAC(FNACConfig(width=8, dim=32, image_size=64)).eval()
+    monkeypatch.setattr(export_mod, "FP16_TOLERANCE", 1e-9)  # no fp16 graph is that exact
+    target = tmp_path / "h.onnx"
+    with pytest.raises(ExportError, match="fp16 output differs from torch fp32"):
+        export_onnx(model, target, precision="fp16")
+    assert not target.exists()

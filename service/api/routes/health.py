@@ -28,6 +28,8 @@ async def readyz(request: Request):
         model=service.runtime.model_id,
         warmed_up=True,
         providers=service.runtime.providers,
+        runtime=service.verdict.line if service.verdict else None,
+        runtime_status=service.verdict.status if service.verdict else None,
         decode_workers=service.decode_pool.workers,
         queue_depth=service.batcher.depth,
     )
