@@ -145,6 +145,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """Print the report; exit status 1 when a GPU is present but unused, else 0."""
+    if args.model and not Path(args.model).is_file():
+        from fnac.errors import FnacError
+
+        raise FnacError(
+            f"model file {args.model!r} not found (leave out --model for FNAC_MODEL or the bundled one)"
+        )
     data = report(args.model)
     print(json.dumps(data, indent=2) if args.json else format_text(data))
     return 1 if data["status"] == "degraded" else 0

@@ -101,6 +101,7 @@ def _bad_inputs(tmp: Path) -> dict[str, list[str]]:
         "score": ["score", "--model", str(tmp / "none.onnx"), nowhere, "-o", str(tmp / "o.jsonl")],
         "serve": ["serve", "--model", str(tmp / "checkpoint.pt")],
         "bench": ["bench", "service", "--model", str(tmp / "none.onnx")],
+        "doctor": ["doctor", "--model", str(tmp / "none.onnx")],
     }
 
 
