@@ -715,7 +715,9 @@ def run_fuzz(args, work: Path) -> int:
                     optional={
                         "t": st.sampled_from(["0", "0.5", "2", "-1", "nan", "inf", "1e308"]),
                         "stride": st.sampled_from(["0.5", "1", "1e-9", "0"]),
-                        "format": st.sampled_from(["json", "png", "gif"]),
+                        "format": st.sampled_from(["json", "png", "mp4", "gif"]),
+                        "start": st.sampled_from(["0", "1", "-1", "nan"]),
+                        "end": st.sampled_from(["0.5", "2", "1e308"]),
                         "heatmap_png": st.sampled_from(["true", "false", "maybe"]),
                     },
                 )

@@ -6,6 +6,7 @@
     result = localizer.localize(video="clip.mp4")     # one window in the middle of the clip
     sweep = localizer.localize(video="clip.mp4", stride=0.5)
     still = localizer.localize(image=frame, audio=(waveform, 48000))
+    localizer.render("clip.mp4", "clip.overlay.mp4")  # the overlay video (fnac.render)
 
 Results are the HTTP API's response schema (`fnac.schemas.LocalizeResponse`, or `SweepResponse` with `stride`)
 with the same numbers `POST /localize` answers for the same input and options; bad inputs raise
@@ -17,7 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fnac import contract, media, pipeline, postprocess, schemas
+from fnac import contract, media, pipeline, postprocess, render, schemas
 from fnac.errors import LocalizeError
 from fnac.pipeline import BoxesMode, ImageInput, InputSpec, PostOptions
 from fnac.runtime import ModelRuntime
@@ -138,6 +139,7 @@ class Localizer:
             width=result.width,
             height=result.height,
             timings=timings,
+            sounding_threshold=self.sounding_threshold,
             stride=stride,
             duration=result.duration,
         )
@@ -158,9 +160,37 @@ class Localizer:
         arrays (what a renderer or further numpy work wants)."""
         return self._run(video, image, audio, t, stride, boxes, box_threshold, ogl)[0]
 
-    def _run(self, video, image, audio, t, stride, boxes, box_threshold, ogl=None):
+    def render(
+        self,
+        video: media.Source,
+        out_path: str | Path,
+        *,
+        stride: float = render.DEFAULT_STRIDE,
+        start: float | None = None,
+        end: float | None = None,
+        boxes: BoxesMode = "sounding",
+        box_threshold: float | None = None,
+    ) -> render.RenderedVideo:
+        """Write the overlay video of a clip (`video`: a path or the file's bytes) to `out_path` (MP4): the clip
+        at its displayed size with the heatmap of a window every `stride` seconds, interpolated between them,
+        the boxes and a score label, and the clip's audio (the rules in `fnac.render`). `start`/`end`: only
+        that stretch, in seconds. The same video `POST /localize?format=mp4` answers."""
+        result, _ = self._run(video, None, None, None, stride, boxes, box_threshold, start=start, end=end)
+        limits = render.RenderLimits(max_seconds=self.spec.max_seconds, max_pixels=self.spec.max_pixels)
+        return render.render_video(
+            video,
+            result.windows,
+            out_path,
+            start=start,
+            end=end,
+            threshold=self.sounding_threshold,
+            limits=limits,
+            name=_name(video, "video"),
+        )
+
+    def _run(self, video, image, audio, t, stride, boxes, box_threshold, ogl=None, *, start=None, end=None):
         options = self.post_options(boxes=boxes, box_threshold=box_threshold, ogl=ogl)
-        decoded = self._decode(video, image, audio, t, stride)
+        decoded = self._decode(video, image, audio, t, stride, start=start, end=end)
         decoded_at = time.perf_counter()
         heatmaps, scores, objectness = pipeline.run_model(
             self.runtime, decoded.images, decoded.audio, batch_size=self.batch_size
@@ -171,7 +201,7 @@ class Localizer:
         )
         return result, (decoded_at, inferred_at)
 
-    def _decode(self, video, image, audio, t, stride) -> pipeline.DecodedInput:
+    def _decode(self, video, image, audio, t, stride, *, start=None, end=None) -> pipeline.DecodedInput:
         if stride is not None and not stride > 0:
             raise LocalizeError(
                 "invalid_parameter", f"stride must be a positive number of seconds, not {stride}"
@@ -181,7 +211,9 @@ class Localizer:
         if video is not None:
             if image is not None or audio is not None:
                 raise LocalizeError("conflicting_fields", "give either video, or image + audio, not both")
-            return pipeline.decode_video(video, self.spec, t=t, stride=stride, name=_name(video, "video"))
+            return pipeline.decode_video(
+                video, self.spec, t=t, stride=stride, start=start, end=end, name=_name(video, "video")
+            )
         if image is None or audio is None:
             missing = (
                 "video, or image + audio"

@@ -307,6 +307,42 @@ def sweep_times(duration: float, *, clip_seconds: float, stride: float) -> list[
     return [round(clip_seconds / 2 + k * stride, 6) for k in range(n)]
 
 
+def sweep_span(
+    duration: float, *, clip_seconds: float, stride: float, start: float = 0.0, end: float | None = None
+) -> tuple[int, int]:
+    """Which of `sweep_times`' windows a stretch [start, end) of the clip needs, as indices [first, stop): every
+    window centred inside it, plus the nearest one before and after (an overlay interpolates between them)."""
+    n = sweep_count(duration, clip_seconds=clip_seconds, stride=stride)
+    if duration <= clip_seconds:
+        return 0, 1
+    end = duration if end is None else end
+    half = clip_seconds / 2
+    first = min(max(0, math.floor((start - half) / stride + 1e-9)), n - 1)
+    stop = min(n, max(0, math.ceil((end - half) / stride - 1e-9)) + 1)
+    return int(first), int(max(stop, first + 1))
+
+
+def check_range(
+    start: float | None, end: float | None, duration: float | None, name: str
+) -> tuple[float, float]:
+    """A stretch [start, end) of a clip, checked against its duration (None: unknown); the defaults are the
+    whole clip. Returns (start, end), end clipped to the duration."""
+    begin = 0.0 if start is None else float(start)
+    length = math.inf if duration is None else duration
+    finish = length if end is None else float(end)
+    if begin < 0 or not begin < length:
+        raise MediaError(
+            "time_out_of_range", f"start={begin:g} s is outside clip '{name}' (duration {length:.3f} s)"
+        )
+    if finish <= begin:
+        raise MediaError("invalid_range", f"end={finish:g} s is not after start={begin:g} s")
+    if finish > length + 1e-3:
+        raise MediaError(
+            "time_out_of_range", f"end={finish:g} s is past the end of clip '{name}' ({length:.3f} s)"
+        )
+    return begin, min(finish, length)
+
+
 def sweep_count(duration: float, *, clip_seconds: float, stride: float) -> float:
     """How many windows `sweep_times` gives (math.inf when too many to count), without building them: check
     it against a limit first, since a tiny stride would otherwise build billions of times."""
@@ -358,9 +394,12 @@ def decode_clip_sweep(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_windows: int = contract.MAX_WINDOWS,
     image_size: int | None = None,
+    start: float | None = None,
+    end: float | None = None,
     name: str = "upload",
 ) -> tuple[list[ClipWindow], float]:
-    """Decode windows every `stride` seconds over a whole clip (see `sweep_times`).
+    """Decode windows every `stride` seconds over a whole clip (see `sweep_times`), or only those a stretch
+    [start, end) of it needs (see `sweep_span`; an overlay video of that stretch).
 
     Returns the windows in time order and the clip duration. More than `max_windows` windows raises
     `MediaTooLarge(code="too_many_windows")`. With `image_size`, each frame is resized as soon as it is
@@ -368,14 +407,25 @@ def decode_clip_sweep(
     """
 
     def choose(duration: float) -> list[float]:
-        n = sweep_count(duration, clip_seconds=clip_seconds, stride=stride)
-        if n > max_windows:
+        if start is None and end is None:
+            first, stop = 0, sweep_count(duration, clip_seconds=clip_seconds, stride=stride)
+        else:
+            begin, finish = check_range(start, end, duration, name)
+            first, stop = sweep_span(
+                duration, clip_seconds=clip_seconds, stride=stride, start=begin, end=finish
+            )
+        if stop - first > max_windows:
+            span = (
+                f"'{name}' ({duration:.1f} s)" if start is None and end is None else f"a stretch of '{name}'"
+            )
             raise MediaTooLarge(
                 "too_many_windows",
-                f"a sweep of '{name}' ({duration:.1f} s) every {stride:g} s gives {n:g} windows; "
+                f"a sweep of {span} every {stride:g} s gives {stop - first:g} windows; "
                 f"the limit is {max_windows}, use a larger stride",
             )
-        return sweep_times(duration, clip_seconds=clip_seconds, stride=stride)
+        if duration <= clip_seconds:
+            return sweep_times(duration, clip_seconds=clip_seconds, stride=stride)
+        return [round(clip_seconds / 2 + k * stride, 6) for k in range(first, stop)]
 
     return _decode_windows(
         source, choose, clip_seconds, sample_rate, max_seconds, max_pixels, image_size, name

@@ -95,9 +95,12 @@ def decode_video(
     t: float | None = None,
     stride: float | None = None,
     keep_frames: bool = False,
+    start: float | None = None,
+    end: float | None = None,
     name: str = "upload",
 ) -> DecodedInput:
-    """A clip: one window at `t` (default the middle) or a sweep every `stride` seconds.
+    """A clip: one window at `t` (default the middle) or a sweep every `stride` seconds (with `start`/`end`:
+    only the windows an overlay video of that stretch needs, `media.sweep_span`).
 
     `keep_frames` also keeps each window's full-size displayed frame (overlay PNGs); without it only
     model-sized frames are kept, so a long sweep of large frames stays small in memory.
@@ -113,7 +116,13 @@ def decode_video(
     duration = None
     if stride is not None:
         windows, duration = media.decode_clip_sweep(
-            source, stride=stride, max_windows=spec.max_windows, image_size=resize_while_decoding, **common
+            source,
+            stride=stride,
+            max_windows=spec.max_windows,
+            image_size=resize_while_decoding,
+            start=start,
+            end=end,
+            **common,
         )
     else:
         windows = [media.decode_clip(source, t=t, image_size=resize_while_decoding, **common)]

@@ -11,8 +11,8 @@ The rules, in one place:
   the same units as the response's `score`. Boxes are sorted by score, best first.
 - Sounding: `score` >= the model's calibrated threshold AND the audio window's RMS level above `silence_dbfs`
   (default -60 dBFS): a window with nothing to hear has no sounding object, whatever the network says.
-- PNGs: the bare heatmap is 8-bit greyscale, round(255 x normalised map), at the frame's size; the overlay
-  blends a jet colormap of the normalised map (alpha 0.5) onto the frame and draws the boxes.
+- The bare-map PNG: 8-bit greyscale, round(255 x normalised map) (`quantize`), at the frame's size. Overlays
+  (the map coloured and blended onto the frame, PNG or video) are drawn by `fnac.render`.
 - Object-guided localization (OGL; models exported with an object branch, metadata `ogl_alpha`): the
   objectness map is upsampled the same way and fused with the audio-visual map by the official FNAC formula,
   normalise(alpha x normalise(AV) + (1 - alpha) x normalise(OBJ)). Boxes and images then come from the fused
@@ -26,14 +26,12 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from fnac import contract
 
-OVERLAY_ALPHA = 0.5
 SILENCE_DBFS = contract.SILENCE_DBFS
 LEVEL_FLOOR_DBFS = -120.0  # reported for exact zeros instead of -inf
-BOX_COLOR = (255, 255, 255)
 
 
 @dataclass(frozen=True)
@@ -214,35 +212,22 @@ def localize(
 # ---------------------------------------------------------------------------------------------- images
 
 
-def _jet(values: np.ndarray) -> np.ndarray:
-    """Jet colormap: float [0, 1] -> uint8 RGB (blue -> cyan -> yellow -> red)."""
-    v = np.clip(values, 0.0, 1.0)[..., None]
-    rgb = np.clip(1.5 - np.abs(4.0 * v - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)
-    return (rgb * 255.0 + 0.5).astype(np.uint8)
+def quantize(normalized: np.ndarray) -> np.ndarray:
+    """A normalised map in [0, 1] as uint8 round(255 x value): the bare-map PNG's pixels, and the index into
+    the overlay's colormap."""
+    return np.rint(np.clip(normalized, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def heatmap_png(normalized: np.ndarray) -> bytes:
     """The bare heatmap: 8-bit greyscale PNG, round(255 x normalised value) per pixel."""
-    grey = np.rint(np.clip(normalized, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return _png(Image.fromarray(grey, mode="L"))
-
-
-def overlay_png(frame: np.ndarray, normalized: np.ndarray, boxes: list[Box]) -> bytes:
-    """The frame with the colormapped heatmap blended on top and the boxes drawn, as PNG."""
-    blended = (1.0 - OVERLAY_ALPHA) * frame.astype(np.float32) + OVERLAY_ALPHA * _jet(normalized)
-    image = Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8), mode="RGB")
-    draw = ImageDraw.Draw(image)
-    line = max(1, round(min(image.size) / 200))
-    for box in boxes:
-        draw.rectangle((box.x0, box.y0, box.x1 - 1, box.y1 - 1), outline=BOX_COLOR, width=line)
-    return _png(image)
+    return png_bytes(Image.fromarray(quantize(normalized), mode="L"))
 
 
 def png_base64(png: bytes) -> str:
     return base64.b64encode(png).decode("ascii")
 
 
-def _png(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()

@@ -98,6 +98,7 @@ class Localization(BaseModel):
 
 class LocalizeResponse(Localization):
     model: str = Field(description="model id: name@sha256 prefix")
+    sounding_threshold: float = Field(description="the score at and above which a window is `sounding`")
     width: int = Field(description="frame width in pixels, as displayed")
     height: int = Field(description="frame height in pixels, as displayed")
     timings: Timings
@@ -105,6 +106,7 @@ class LocalizeResponse(Localization):
 
 class SweepResponse(BaseModel):
     model: str
+    sounding_threshold: float = Field(description="the score at and above which a window is `sounding`")
     width: int
     height: int
     duration: float = Field(description="seconds")
@@ -120,12 +122,19 @@ def response(
     width: int,
     height: int,
     timings: Timings,
+    sounding_threshold: float,
     stride: float | None = None,
     duration: float | None = None,
 ) -> LocalizeResponse | SweepResponse:
     """The answer to one request: a `SweepResponse` when it swept the clip (`stride`), else the single window
     as a `LocalizeResponse`."""
-    common = {"model": model, "width": width, "height": height, "timings": timings}
+    common = {
+        "model": model,
+        "sounding_threshold": sounding_threshold,
+        "width": width,
+        "height": height,
+        "timings": timings,
+    }
     if stride is not None:
         return SweepResponse(duration=duration, stride=stride, windows=windows, **common)
     return LocalizeResponse(**windows[0].model_dump(), **common)

@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_windows: int = Field(contract.MAX_WINDOWS_PER_REQUEST, ge=1, description="windows per sweep")
 
+    # Overlay videos (format=mp4): rendered in worker processes of their own, started with the first one.
+    render_workers: int = Field(1, ge=1, description="processes rendering overlay videos")
+    render_timeout_s: float = Field(300.0, gt=0, description="longest time one overlay video may take")
+    render_max_seconds: float = Field(
+        120.0, gt=0, description="longest overlay video, seconds (the clip, or its start..end stretch)"
+    )
+    render_max_frames: int = Field(7200, ge=1, description="most frames in one overlay video")
+
     # Post-processing and decisions.
     box_threshold: float = Field(
         contract.BOX_THRESHOLD, ge=0, le=1, description="on the min-max normalised heatmap"

@@ -106,10 +106,18 @@ class DecodePool:
     """
 
     def __init__(
-        self, workers: int = 2, timeout_s: float = 30.0, backlog: int = 64, malloc: tuple[int, int] = (0, 0)
+        self,
+        workers: int = 2,
+        timeout_s: float = 30.0,
+        backlog: int = 64,
+        malloc: tuple[int, int] = (0, 0),
+        *,
+        task: str = "decoding the upload",
+        timeout_code: str = "decode_timeout",
     ):
         self.workers = workers
         self.timeout_s = timeout_s
+        self.task, self.timeout_code = task, timeout_code  # what a job does, for the timeout error
         self.capacity = workers + backlog
         self._context = _WorkerContext(malloc)
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fnac-decode")
@@ -165,7 +173,7 @@ class DecodePool:
         if status == "media_error":
             raise payload
         if status == "timeout":
-            raise DecodeFailed("decode_timeout", f"decoding the upload took longer than {self.timeout_s:g} s")
+            raise DecodeFailed(self.timeout_code, f"{self.task} took longer than {self.timeout_s:g} s")
         if status == "crash":
             raise DecodeFailed(
                 "decoder_crashed", "the decoder crashed on this upload; the file is probably corrupt"

@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             service = app.state.service
             app.state.service = None
             await service.batcher.stop()
-            service.decode_pool.close()
+            service.close_pools()
             log.info("stopped")
 
     # /docs and /redoc load their scripts and styles from this package, not from a CDN: they work offline.

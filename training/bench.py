@@ -1,8 +1,9 @@
-"""`fnac bench model|service`: speed measured side by side, printed as ratios (docs/BENCHMARKS.md).
+"""`fnac bench model|service|render`: speed measured side by side, printed as ratios (docs/BENCHMARKS.md).
 
 model: eager PyTorch with the official per-item scipy preprocessing against our ONNX fp32 and int8 graphs
 (needs the train extra). service: the HTTP service on loopback against the bare ONNX Runtime session, with
-micro-batching on and off.
+micro-batching on and off. render: the overlay MP4 of a clip against the FFmpeg CLI transcoding it with the
+same encoder settings.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 
-TARGETS = {"model": "training.bench_model", "service": "training.bench_service"}
+TARGETS = {
+    "model": "training.bench_model",
+    "service": "training.bench_service",
+    "render": "training.bench_render",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="service: ONNX model (default: FNAC_MODEL, else the bundled model)")
     p.add_argument("--duration", type=float, default=10.0, help="service: seconds per load level")
     p.add_argument("--concurrency", default="1,8,32", help="service: client concurrencies, comma separated")
+    p.add_argument("--seconds", type=float, default=60.0, help="render: clip length")
+    p.add_argument("--size", default="1280x720", help="render: clip size WxH")
+    p.add_argument("--fps", type=int, default=30, help="render: clip frame rate")
+    p.add_argument("--stride", type=float, default=0.5, help="render: seconds between windows")
+    p.add_argument("--rounds", type=int, default=3, help="render: alternating timed rounds")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument(
         "--provider",

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fnac import contract, media, pipeline, postprocess
+from fnac import contract, media, pipeline, postprocess, render
 from fnac.errors import FnacError
 from fnac.runtime import ModelError, ModelRuntime
 from model.atomic import atomic_path, atomic_write_bytes
@@ -429,7 +429,9 @@ def _item_lines(
             if png_kind == "heatmap":
                 png = postprocess.heatmap_png(normalized)
             else:
-                png = postprocess.overlay_png(decoded.frames[k], normalized, window.boxes)
+                png = render.overlay_png(
+                    decoded.frames[k], normalized, window.boxes, sounding=window.sounding
+                )
             atomic_write_bytes(png_path, png)
         line = {
             "id": item.id,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -29,6 +30,30 @@ class ServiceState:
     sounding_threshold: float
     sounding_threshold_source: str  # "metadata" | "settings" | "fallback"
     verdict: Verdict | None = None  # GPU or not, and why (the line `fnac doctor` prints)
+    render_pool: DecodePool | None = None  # started by the first overlay video (`renderer`)
+    _render_start: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def renderer(self) -> DecodePool:
+        """The overlay-video workers, started on first use: most deployments never render, and a worker process
+        costs memory and start-up time."""
+        async with self._render_start:
+            if self.render_pool is None:
+                settings = self.settings
+                pool = DecodePool(
+                    settings.render_workers,
+                    settings.render_timeout_s,
+                    backlog=settings.queue_size,
+                    task="rendering the overlay video",
+                    timeout_code="render_timeout",
+                )
+                await pool.start()
+                self.render_pool = pool
+            return self.render_pool
+
+    def close_pools(self) -> None:
+        self.decode_pool.close()
+        if self.render_pool is not None:
+            self.render_pool.close()
 
 
 def get_service(request: Request) -> ServiceState:

@@ -1,21 +1,23 @@
 """The demo page at `/` driven end to end in headless Chromium against a real uvicorn on loopback.
 
 Needs Debian's `chromium` (installed by `make test` through scripts/system_deps.sh) and the `playwright` Python
-package; Playwright's own browser download is not used.
+package; Playwright's own browser download is not used. The server runs the toy model of tests/service/conftest.py,
+whose map lights up where the picture is bright, so a square crossing the frame drags the map along with it.
 """
 
 from __future__ import annotations
 
-import io
+import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 
+from fnac import postprocess, render
 from tests.service.conftest import encode_audio, encode_image, frame_with_square, make_clip, tone
 from training.live_server import live_server
 
@@ -29,18 +31,15 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-FRAME_WIDTH, FRAME_HEIGHT = 320, 240
-VIEWPORT = {"width": 1000, "height": 1000}
+FRAME_WIDTH, FRAME_HEIGHT, FPS, SECONDS = 320, 240, 10, 6.0
+VIEWPORT = {"width": 1000, "height": 1100}
 
 
 @pytest.fixture(scope="module")
-def server(tiny_onnx_model, tmp_path_factory):
-    """`fnac serve` on the tiny exported FNAC model, in its own process on a free loopback port."""
+def server(toy_onnx_model, tmp_path_factory):
+    """`fnac serve` on the toy model, in its own process on a free loopback port."""
     log_path = tmp_path_factory.mktemp("demo") / "server.log"
-    # The random tiny model never reaches its threshold of 0.5, and a window that is not sounding has no
-    # boxes; with the threshold at -1 every window with sound is sounding, so the page has boxes to draw.
-    env = {"FNAC_DECODE_WORKERS": "1", "FNAC_SOUNDING_THRESHOLD": "-1"}
-    with live_server(tiny_onnx_model, log_path, env, ready_timeout=60) as running:
+    with live_server(toy_onnx_model, log_path, {"FNAC_DECODE_WORKERS": "1"}, ready_timeout=60) as running:
         yield running.base
 
 
@@ -63,7 +62,7 @@ def browser():
 
 @pytest.fixture
 def page(browser, server):
-    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(f"{server}/")
@@ -71,123 +70,201 @@ def page(browser, server):
     context.close()
 
 
-def _frame() -> np.ndarray:
-    # Grey, not black, so the blended colormap shows clearly; a white square for some structure.
-    return frame_with_square(FRAME_WIDTH, FRAME_HEIGHT, (200, 40, 280, 120), base=96)
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """6 s: a white square crossing a grey frame left to right; a tone for the first 3 s, then silence (so the
+    last windows are not sounding)."""
+    frames = []
+    for i in range(round(SECONDS * FPS)):
+        x = 10 + round(i * (FRAME_WIDTH - 90) / (SECONDS * FPS - 1))
+        frames.append(frame_with_square(FRAME_WIDTH, FRAME_HEIGHT, (x, 80, x + 70, 150), base=60))
+    wave = np.concatenate([tone(3.0, 44100), np.zeros(round(3.0 * 44100), np.float32)])
+    path = tmp_path_factory.mktemp("demo-clip") / "crossing.mp4"
+    path.write_bytes(make_clip(frames, wave, fps=FPS))
+    return path
 
 
-def _submit_and_wait(page) -> None:
+def _requests_to_localize(page) -> list:
+    seen = []
+    page.on("request", lambda request: seen.append(request) if "/localize" in request.url else None)
+    return seen
+
+
+def _submit(page) -> None:
     page.click("#submit")
     page.wait_for_selector("#result:not([hidden])")
+    page.wait_for_function("() => document.getElementById('overlay').dataset.time !== undefined")
+
+
+def _seek(page, t: float) -> None:
+    page.evaluate("t => { const media = document.getElementById('video-player'); media.currentTime = t; }", t)
     page.wait_for_function(
-        "() => { const img = document.getElementById('overlay'); return img.complete && img.naturalWidth > 0; }"
+        f"() => Math.abs(Number(document.getElementById('overlay').dataset.time) - {t}) < 1e-9"
     )
 
 
-def _shown_result(page) -> dict:
-    rows = page.locator("#boxes tbody tr")
-    return {
-        "score": page.inner_text("#score"),
-        "sounding": page.inner_text("#sounding"),
-        "level": page.inner_text("#level"),
-        "model": page.inner_text("#model"),
-        "boxes": [rows.nth(i).locator("td").all_inner_texts() for i in range(rows.count())],
-        "natural_size": page.evaluate(
-            "() => [document.getElementById('overlay').naturalWidth, document.getElementById('overlay').naturalHeight]"
-        ),
-    }
+def _canvas(page) -> np.ndarray:
+    """The overlay canvas's pixels, RGBA [H, W, 4] (un-premultiplied, as getImageData gives them)."""
+    size, data = page.evaluate(
+        """() => { const c = document.getElementById('overlay');
+                   return [[c.height, c.width], Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)]; }"""
+    )
+    return np.array(data, dtype=np.uint8).reshape(size[0], size[1], 4)
 
 
-def _expected_result(body: dict) -> dict:
-    """What the page should show for an API response, formatted as the page formats it."""
-    return {
-        "score": f"{body['score']:.3f}",
-        "sounding": "sounding" if body["sounding"] else "not sounding",
-        "level": f"{body['audio_level_dbfs']:.1f}",
-        "model": body["model"],
-        "boxes": [
-            [str(b["x0"]), str(b["y0"]), str(b["x1"]), str(b["y1"]), f"{b['score']:.3f}"]
-            for b in body["boxes"]
-        ],
-        "natural_size": [FRAME_WIDTH, FRAME_HEIGHT],
-    }
+def _expected_map(windows: list[dict], t: float, height: int, width: int) -> tuple[np.ndarray, int]:
+    """The overlay's colours and alpha at `t` by the renderer's rules (fnac/render.py)."""
+    timeline = render.Timeline([_Window(w) for w in windows])
+    normalized = postprocess.normalize(postprocess.upsample(timeline.heatmap_at(t), height, width))
+    return render.JET_LUT[postprocess.quantize(normalized)], round(255 * timeline.alpha_at(t))
 
 
-def _is_jet_blue(rgb: np.ndarray) -> np.ndarray:
-    return (rgb[..., 2].astype(int) - rgb[..., 0] > 40) & (rgb[..., 2].astype(int) - rgb[..., 1] > 40)
+class _Window:
+    def __init__(self, body: dict):
+        self.time, self.score, self.sounding = body["time"], body["score"], body["sounding"]
+        self.heatmap = np.array(body["heatmap"]["values"])
+        self.boxes = body["boxes"]
 
 
-def _is_jet_red(rgb: np.ndarray) -> np.ndarray:
-    return (rgb[..., 0].astype(int) - rgb[..., 1] > 40) & (rgb[..., 0].astype(int) - rgb[..., 2] > 40)
+def _hot_column(canvas: np.ndarray) -> float:
+    """Mean x of the map's red end (jet's top quarter) on the canvas."""
+    red = (canvas[..., 0] > 200) & (canvas[..., 2] < 60) & (canvas[..., 3] < 255)
+    assert red.any()
+    return float(np.nonzero(red)[1].mean())
 
 
-def _distance_to_jet_blend(shown: np.ndarray, frame: np.ndarray) -> np.ndarray:
-    """Per pixel, the distance from the nearest colour 0.5 x frame + 0.5 x jet(v) (any v), or white."""
-    v = np.linspace(0.0, 1.0, 256)[:, None]
-    jet = np.clip(1.5 - np.abs(4.0 * v - np.array([3.0, 2.0, 1.0])), 0.0, 1.0) * 255.0  # [256, 3]
-    blends = 0.5 * frame.astype(np.float32)[:, :, None, :] + 0.5 * jet  # [H, W, 256, 3]
-    distance = np.abs(blends - shown[:, :, None, :]).max(axis=-1).min(axis=-1)
-    return np.minimum(distance, np.abs(255.0 - shown).max(axis=-1))
-
-
-def test_clip_upload_shows_overlay_boxes_score_and_sounding(page, server, tmp_path):
-    clip_path = tmp_path / "clip.mp4"
-    clip_path.write_bytes(make_clip([_frame()] * 30, tone(3.0, 44100)))  # H.264 + AAC, 3 s at 10 fps
-
-    page.set_input_files("#video", str(clip_path))
-    _submit_and_wait(page)
+def test_clip_plays_with_the_overlay_following_the_sound(page, server, clip, tmp_path):
+    requests = _requests_to_localize(page)
+    page.set_input_files("#video", str(clip))
+    _submit(page)
     assert page.inner_text("#error") == ""
+    assert len(requests) == 1, "one click, one request"
 
-    # The same upload straight to the API: the page must show exactly what the service answers.
-    api = httpx.post(f"{server}/localize", files={"video": ("clip.mp4", clip_path.read_bytes())}, timeout=60)
-    overlay_api = httpx.post(
-        f"{server}/localize?format=png", files={"video": ("clip.mp4", clip_path.read_bytes())}, timeout=60
+    # The same upload straight to the API: the page must show what the service answers.
+    api = httpx.post(
+        f"{server}/localize",
+        files={"video": (clip.name, clip.read_bytes())},
+        data={"stride": "0.5"},
+        timeout=60,
     )
-    assert api.status_code == 200 and overlay_api.status_code == 200
-    expected = _expected_result(api.json())
-    assert expected["boxes"], "a non-constant heatmap always has at least one box"
-    assert _shown_result(page) == expected
+    assert api.status_code == 200
+    body = api.json()
+    windows = body["windows"]
+    assert [w["time"] for w in windows] == [1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
+    assert windows[0]["sounding"] and not windows[-1]["sounding"]  # the tone stops at 3 s
+    rows = page.locator("#windows tbody tr")  # inside a closed <details>: read the text, not the rendering
+    assert [rows.nth(i).locator("td").all_text_contents() for i in range(rows.count())] == [
+        [
+            f"{w['time']:.2f}",
+            f"{w['score']:.3f}",
+            "sounding" if w["sounding"] else "not sounding",
+            f"{w['audio_level_dbfs']:.1f}",
+        ]
+        for w in windows
+    ]
 
-    screenshot_path = tmp_path / "demo.png"
-    page.screenshot(path=str(screenshot_path))
-    screenshot = np.asarray(Image.open(screenshot_path).convert("RGB"))
-    assert screenshot.shape == (VIEWPORT["height"], VIEWPORT["width"], 3)
-    assert screenshot.std() > 20, "the screenshot is (nearly) blank"
+    # The overlay is drawn at the picture's displayed size, over the playing video.
+    assert page.evaluate(
+        "() => [document.getElementById('overlay').width, document.getElementById('overlay').height]"
+    ) == [FRAME_WIDTH, FRAME_HEIGHT]
+    assert page.evaluate(
+        "() => [document.getElementById('video-player').videoWidth, document.getElementById('video-player').videoHeight]"
+    ) == [FRAME_WIDTH, FRAME_HEIGHT]
 
-    # The overlay as rendered in the page: inside the <img>'s 1 px border, displayed at its natural size.
-    box = page.locator("#overlay").bounding_box()
-    assert (round(box["width"]), round(box["height"])) == (FRAME_WIDTH + 2, FRAME_HEIGHT + 2)
-    left, top = round(box["x"]) + 1, round(box["y"]) + 1
-    shown = screenshot[top : top + FRAME_HEIGHT, left : left + FRAME_WIDTH]
-    # Both ends of the jet colormap are there (min-max normalisation spans [0, 1]) ...
-    assert _is_jet_blue(shown).mean() > 0.01 and _is_jet_red(shown).mean() > 0.01
-    # ... and every pixel is the frame blended half and half with some jet colour, or a white box line.
-    assert _distance_to_jet_blend(shown, _frame()).mean() < 3
-    assert (_distance_to_jet_blend(shown, _frame()) < 8).mean() > 0.97
-    # Pixel for pixel what the API renders, up to colour handling in the browser.
-    reference = np.asarray(Image.open(io.BytesIO(overlay_api.content)).convert("RGB"))
-    assert reference.shape == shown.shape
-    assert np.abs(shown.astype(int) - reference).mean() < 3
+    shown = {}
+    for t in (1.5, 2.25, 4.0, 4.5):
+        _seek(page, t)
+        canvas = _canvas(page)
+        colours, alpha = _expected_map(windows, t, FRAME_HEIGHT, FRAME_WIDTH)
+        map_pixels = canvas[..., 3] != 255  # box outlines are opaque white
+        assert map_pixels.mean() > 0.9
+        assert (canvas[..., 3][map_pixels] == alpha).all(), t
+        difference = np.abs(canvas[..., :3].astype(int) - colours)[map_pixels]
+        assert np.percentile(difference, 99.5) <= 4, t  # the same map, up to rounding at 8-bit steps
+        shown[t] = canvas
+        # The numbers beside the picture are the nearest window's, and the threshold is the API's.
+        window = windows[render.Timeline([_Window(w) for w in windows]).nearest(t)]
+        assert page.inner_text("#window-time") == f"{window['time']:.2f}"
+        assert page.inner_text("#score") == f"{window['score']:.3f}"
+        assert page.inner_text("#threshold") == f"{body['sounding_threshold']:.3f}"
+        assert page.inner_text("#sounding") == ("sounding" if window["sounding"] else "not sounding")
+        boxes = page.locator("#boxes tbody tr")
+        assert [boxes.nth(i).locator("td").all_inner_texts() for i in range(boxes.count())] == [
+            [str(b["x0"]), str(b["y0"]), str(b["x1"]), str(b["y1"]), f"{b['score']:.3f}"]
+            for b in window["boxes"]
+        ]
+        if t == 2.25:
+            page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+
+    # The map moves with the square: its hot end is further right at 4 s than at 1.5 s.
+    assert _hot_column(shown[4.0]) > _hot_column(shown[1.5]) + 60
+    # Where the sound has stopped: a dimmed map and no boxes.
+    assert (shown[4.5][..., 3] == round(255 * 0.2)).all()
+    assert (shown[1.5][..., 3] == 255).any()  # a sounding window's box
+    assert windows[0]["boxes"] and not windows[-1]["boxes"]
+
+
+def test_downloads_are_the_overlay_video_and_the_json(page, server, clip, tmp_path):
+    requests = _requests_to_localize(page)
+    page.set_input_files("#video", str(clip))
+    _submit(page)
+    with page.expect_download() as json_download:
+        page.click("#download-json")
+    downloaded = json.loads(Path(json_download.value.path()).read_text())
+    assert len(requests) == 1, "the JSON comes from the page, not from a second upload"
+
+    with page.expect_download() as mp4_download:
+        page.click("#download-mp4")
+    mp4_path = tmp_path / "overlay.mp4"
+    mp4_download.value.save_as(mp4_path)
+    assert len(requests) == 2, "one click, one request"
+    assert mp4_download.value.suggested_filename == "crossing.overlay.mp4"
+    probe = json.loads(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(mp4_path)],
+            check=True,
+            capture_output=True,
+        ).stdout
+    )
+    assert sorted(s["codec_name"] for s in probe["streams"]) == ["aac", "h264"]
+    assert {(s.get("width"), s.get("height")) for s in probe["streams"] if s["codec_type"] == "video"} == {
+        (FRAME_WIDTH, FRAME_HEIGHT)
+    }
+
+    api = httpx.post(
+        f"{server}/localize",
+        files={"video": (clip.name, clip.read_bytes())},
+        data={"stride": "0.5"},
+        timeout=60,
+    ).json()
+    for answer in (downloaded, api):
+        answer.pop("timings")
+    assert downloaded == api
 
 
 def test_image_and_audio_upload_then_a_bad_upload_shows_an_error(page, server, tmp_path):
     image_path, audio_path = tmp_path / "frame.png", tmp_path / "sound.wav"
-    image_path.write_bytes(encode_image(_frame()))
-    audio_path.write_bytes(encode_audio(tone(3.0, 22050), 22050))
+    image_path.write_bytes(
+        encode_image(frame_with_square(FRAME_WIDTH, FRAME_HEIGHT, (200, 40, 280, 120), 96))
+    )
+    audio_path.write_bytes(encode_audio(tone(5.0, 22050), 22050))
 
     page.set_input_files("#image", str(image_path))
     page.set_input_files("#audio", str(audio_path))
-    _submit_and_wait(page)
+    _submit(page)
     api = httpx.post(
         f"{server}/localize",
         files={
             "image": ("frame.png", image_path.read_bytes()),
             "audio": ("sound.wav", audio_path.read_bytes()),
         },
+        data={"stride": "0.5"},
         timeout=60,
     )
     assert api.status_code == 200
-    assert _shown_result(page) == _expected_result(api.json())
+    windows = api.json()["windows"]
+    assert page.inner_text("#score") == f"{windows[0]['score']:.3f}"
+    assert page.is_hidden("#download-mp4")  # the overlay video is made from a clip
     assert page.inner_text("#error") == ""
 
     # Random bytes as the clip: the page shows the service's error message and no stale result.
@@ -233,3 +310,31 @@ def test_the_api_docs_render_without_internet(browser, server):
     finally:
         context.close()
     assert elsewhere == []
+
+
+def test_a_phone_clip_with_a_rotate_tag_plays_upright_under_its_overlay(page, server, clip, tmp_path):
+    from tests.service.conftest import rotated_copy
+
+    phone = tmp_path / "phone.mp4"
+    phone.write_bytes(rotated_copy(clip.read_bytes(), 90, tmp_path))
+    page.set_input_files("#video", str(phone))
+    _submit(page)
+    body = httpx.post(
+        f"{server}/localize",
+        files={"video": (phone.name, phone.read_bytes())},
+        data={"stride": "0.5"},
+        timeout=60,
+    ).json()
+    assert (body["width"], body["height"]) == (FRAME_HEIGHT, FRAME_WIDTH)  # displayed: portrait
+    # The browser shows the clip as the API sees it, and the overlay lies on it at that size.
+    sizes = page.evaluate(
+        """() => { const v = document.getElementById('video-player'), c = document.getElementById('overlay');
+                   return [[v.videoWidth, v.videoHeight], [c.width, c.height]]; }"""
+    )
+    assert sizes == [[FRAME_HEIGHT, FRAME_WIDTH], [FRAME_HEIGHT, FRAME_WIDTH]]
+    _seek(page, 1.5)
+    colours, alpha = _expected_map(body["windows"], 1.5, FRAME_WIDTH, FRAME_HEIGHT)
+    canvas = _canvas(page)
+    map_pixels = canvas[..., 3] != 255
+    assert (canvas[..., 3][map_pixels] == alpha).all()
+    assert np.percentile(np.abs(canvas[..., :3].astype(int) - colours)[map_pixels], 99.5) <= 4

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage  # test-only: an independent connected-components implementation
 
-from fnac import postprocess
+from fnac import postprocess, render
 
 
 def test_upsample_keeps_values_and_size():
@@ -115,12 +115,10 @@ def test_pngs_have_the_frame_size():
     assert bare.mode == "L" and bare.size == (80, 60)
     np.testing.assert_array_equal(np.asarray(bare), np.rint(located.normalized * 255).astype(np.uint8))
 
-    overlay = np.asarray(
-        Image.open(io.BytesIO(postprocess.overlay_png(frame, located.normalized, located.boxes)))
-    )
+    overlay = np.asarray(Image.open(io.BytesIO(render.overlay_png(frame, located.normalized, located.boxes))))
     assert overlay.shape == (60, 80, 3)
     box = located.boxes[0]
-    assert tuple(overlay[box.y0, (box.x0 + box.x1) // 2]) == postprocess.BOX_COLOR  # the rectangle is drawn
+    assert tuple(overlay[box.y0, (box.x0 + box.x1) // 2]) == render.BOX_COLOR  # the rectangle is drawn
     assert overlay[30, 40, 0] > overlay[2, 2, 0]  # hot (red) in the middle, cold (blue) in the corner
     assert overlay[2, 2, 2] > overlay[2, 2, 0]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from fnac import pipeline, postprocess, schemas
+from fnac import media, pipeline, postprocess, render, schemas
 from fnac.pipeline import DecodedInput, PostOptions, WindowResult
 from fnac.schemas import ErrorBody, Localization, LocalizeResponse, SweepResponse, Timings
 from service import metrics
@@ -29,14 +30,20 @@ class LocalizeOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["json", "png"] | None = Field(
-        None, description="default json; Accept: image/png selects png"
+    format: Literal["json", "png", "mp4"] | None = Field(
+        None,
+        description="default json; Accept: image/png selects png, Accept: video/mp4 mp4 (the overlay video of "
+        "a clip: one window every stride s, default 0.5)",
     )
     png: Literal["overlay", "heatmap"] = Field(
         "overlay", description="which PNG: overlay on the frame or bare map"
     )
     t: float | None = Field(None, ge=0, description="window centre in seconds; default the middle")
     stride: float | None = Field(None, gt=0, description="sweep the whole clip, one window every stride s")
+    start: float | None = Field(
+        None, ge=0, description="mp4: the overlay video from here (seconds; default 0)"
+    )
+    end: float | None = Field(None, gt=0, description="mp4: the overlay video up to here (default: the end)")
     heatmap_png: bool = Field(False, description="JSON: include the upsampled heatmap as base64 PNG")
     box_threshold: float | None = Field(None, ge=0, le=1, description="override FNAC_BOX_THRESHOLD")
     boxes: Literal["sounding", "always"] = Field(
@@ -105,14 +112,21 @@ _OPENAPI = {
     "/localize",
     response_model=LocalizeResponse | SweepResponse,
     responses={
-        200: {"content": {"image/png": {}}, "description": "JSON result, or a PNG with format=png"},
+        200: {
+            "content": {"image/png": {}, "video/mp4": {}},
+            "description": "JSON result, a PNG with format=png, or the overlay video with format=mp4",
+        },
         400: {
             "model": ErrorBody,
             "description": "malformed multipart body, or more parts than FNAC_MAX_PARTS",
         },
         401: {"model": ErrorBody},
         408: {"model": ErrorBody, "description": "the upload stalled or took too long to arrive"},
-        413: {"model": ErrorBody},
+        413: {
+            "model": ErrorBody,
+            "description": "upload, clip or frame beyond the limits; an overlay video beyond "
+            "FNAC_RENDER_MAX_SECONDS / FNAC_RENDER_MAX_FRAMES",
+        },
         415: {"model": ErrorBody},
         422: {"model": ErrorBody},
         429: {"model": ErrorBody},
@@ -137,19 +151,31 @@ async def localize(request: Request, service: ServiceDep):
         uploads, option_fields = _split_form(form)
         options = _parse_options(request, option_fields)
         post = _post_options(service, options)  # before decoding: a bad option costs no work
-        fmt = options.format or ("png" if "image/png" in request.headers.get("accept", "") else "json")
+        fmt = options.format or _format_from_accept(request.headers.get("accept", ""))
         if fmt == "png" and options.stride is not None:
             raise ApiError(
                 422, "invalid_parameter", "format=png gives one image; a sweep (stride) answers in JSON"
+            )
+        if fmt == "mp4":
+            options = _video_options(service, uploads, options)
+        elif options.start is not None or options.end is not None:
+            raise ApiError(
+                422, "invalid_parameter", "start and end pick the stretch of an overlay video (format=mp4)"
             )
         decode_started = time.perf_counter()
         decoded = await _decode(service, uploads, options, keep_frame=fmt == "png")
         decode_done = time.perf_counter()
     metrics.DECODE_SECONDS.observe(decode_done - decode_started)
+    if fmt == "mp4":  # the clip's length is known now: check the render limit before running the model
+        name = uploads["video"].filename or "video"
+        begin, finish = media.check_range(options.start, options.end, decoded.duration, name)
+        render.check_length(finish - begin, _render_limits(service), name)
 
     predictions = await service.batcher.predict_many(decoded.images, decoded.audio)
     inferred = time.perf_counter()
 
+    if fmt == "mp4":
+        return await _overlay_video(service, uploads["video"], decoded, predictions, post, options)
     if fmt == "png":
         png, window = await run_in_threadpool(_render_png, decoded, predictions[0], post, options.png)
         return Response(
@@ -179,9 +205,88 @@ async def localize(request: Request, service: ServiceDep):
         width=width,
         height=height,
         timings=timings,
+        sounding_threshold=service.sounding_threshold,
         stride=options.stride,
         duration=decoded.duration,
     )
+
+
+def _format_from_accept(accept: str) -> str:
+    if "video/mp4" in accept:
+        return "mp4"
+    return "png" if "image/png" in accept else "json"
+
+
+def _video_options(service: ServiceState, uploads, options: LocalizeOptions) -> LocalizeOptions:
+    """The options of an overlay video, checked: a clip, a sweep (stride 0.5 s unless given), no `t`, and a
+    start..end stretch within the render limit."""
+    if "video" not in uploads:
+        raise ApiError(422, "invalid_parameter", "format=mp4 draws the overlay on a clip: send it as 'video'")
+    if options.t is not None:
+        raise ApiError(
+            422, "invalid_parameter", "t picks one window; an overlay video covers start..end (format=mp4)"
+        )
+    if options.start is not None and options.end is not None:
+        if options.end <= options.start:
+            raise ApiError(
+                422, "invalid_range", f"end={options.end:g} s is not after start={options.start:g} s"
+            )
+        render.check_length(
+            options.end - options.start, _render_limits(service), uploads["video"].filename or "video"
+        )
+    return options.model_copy(update={"stride": options.stride or render.DEFAULT_STRIDE})
+
+
+def _render_limits(service: ServiceState) -> render.RenderLimits:
+    settings = service.settings
+    return render.RenderLimits(
+        max_seconds=settings.render_max_seconds,
+        max_frames=settings.render_max_frames,
+        max_pixels=settings.max_image_pixels,
+    )
+
+
+async def _overlay_video(
+    service: ServiceState,
+    upload: UploadFile,
+    decoded: DecodedInput,
+    predictions: list[Prediction],
+    post: PostOptions,
+    options: LocalizeOptions,
+) -> Response:
+    """Render the overlay MP4 in a render worker (it decodes and encodes the whole stretch: bounded work off
+    the event loop, like decoding)."""
+    windows = [
+        pipeline.localize_window(p.heatmap, p.score, audio, decoded.frame_size, post, time=time_s)
+        for time_s, p, audio in zip(decoded.times, predictions, decoded.audio, strict=True)
+    ]
+    await upload.seek(0)  # read once already, for the windows
+    data, name = await _read(upload, "video")
+    pool = await service.renderer()
+    mp4 = await pool.run(
+        render.render_video_bytes,
+        data,
+        windows,
+        start=options.start,
+        end=options.end,
+        threshold=service.sounding_threshold,
+        limits=_render_limits(service),
+        name=name,
+    )
+    stem = Path(name).stem or "video"
+    return Response(
+        mp4,
+        media_type="video/mp4",
+        headers={
+            "Content-Disposition": f'attachment; filename="{_header_safe(stem)}.overlay.mp4"',
+            "X-FNAC-Model": service.runtime.model_id,
+            "X-FNAC-Windows": str(len(windows)),
+        },
+    )
+
+
+def _header_safe(text: str) -> str:
+    return "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in text)
 
 
 def _split_form(form) -> tuple[dict[str, UploadFile], dict[str, str]]:
@@ -238,7 +343,15 @@ async def _decode(service: ServiceState, uploads, options: LocalizeOptions, keep
     common = {"t": options.t, "stride": options.stride, "keep_frames": keep_frame}
     if "video" in uploads:
         data, name = await _read(uploads["video"], "video")
-        return await service.decode_pool.run(pipeline.decode_video, data, service.spec, name=name, **common)
+        return await service.decode_pool.run(
+            pipeline.decode_video,
+            data,
+            service.spec,
+            name=name,
+            start=options.start,
+            end=options.end,
+            **common,
+        )
     image, image_name = await _read(uploads["image"], "image")
     audio, audio_name = await _read(uploads["audio"], "audio")
     return await service.decode_pool.run(
@@ -310,4 +423,4 @@ def _render_png(
     normalized = window.display_map(decoded.frame_size)
     if kind == "heatmap":
         return postprocess.heatmap_png(normalized), window
-    return postprocess.overlay_png(decoded.frames[0], normalized, window.boxes), window
+    return render.overlay_png(decoded.frames[0], normalized, window.boxes, sounding=window.sounding), window

@@ -7,7 +7,15 @@ async def test_demo_page_posts_to_localize(live):
     response = await live.client.get("/")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     page = response.text
-    for needle in ('id="video"', 'id="image"', 'id="audio"', 'fetch("/localize"', "format=png", "X-API-Key"):
+    for needle in (
+        'id="video"',
+        'id="image"',
+        'id="audio"',
+        'fetch("/localize"',
+        '{ format: "mp4" }',
+        "stride",
+        "X-API-Key",
+    ):
         assert needle in page, needle
 
 
