@@ -14,7 +14,8 @@ video's rotate tag and an image's EXIF orientation applied), ``score`` (raw cosi
 in displayed pixels (``x1``/``y1`` exclusive; ``[]`` for a window that is not sounding unless ``--boxes
 always``), ``served_map`` (the map boxes and PNGs come from: ``av``, or ``av_obj`` on a model with object-guided
 localization unless ``--no-ogl``), ``heatmap`` (the model's raw h x w map, cosine / tau, rounded; with OGL also
-``objectness``, the object branch's raw map), ``png`` (when written), ``model`` and ``error``. With ``--stride S`` each
+``objectness``, the object branch's raw map), ``png`` (when written), ``video`` (with ``--video-out DIR``:
+the clip's overlay MP4 ``DIR/<id>.mp4``, drawn from these windows by `fnac.render`), ``model`` and ``error``. With ``--stride S`` each
 item gives one line per window (every S seconds, see `fnac.media.sweep_times`) with ``window`` and
 ``windows``. An item that cannot be scored gets a line with ``error: {code, message}``: it is recorded, never
 skipped, and the run carries on.
@@ -409,18 +410,36 @@ def _item_lines(
     png_dir: Path | None,
     png_kind: str,
     windowed: bool,
+    video_dir: Path | None = None,
+    render_limits: render.RenderLimits | None = None,
 ) -> list[dict]:
     height, width = decoded.frame_size
-    lines = []
-    for k, (time_s, heatmap, score) in enumerate(zip(decoded.times, heatmaps, scores, strict=True)):
-        window = pipeline.localize_window(
+    windows = [
+        pipeline.localize_window(
             heatmap,
             float(score),
             decoded.audio[k],
             (height, width),
             post,
+            time=time_s,
             objectness=None if objectness is None else objectness[k],
         )
+        for k, (time_s, heatmap, score) in enumerate(zip(decoded.times, heatmaps, scores, strict=True))
+    ]
+    video_path = None
+    if video_dir is not None and item.video is not None:  # the clip's overlay video, from these windows
+        video_path = video_dir / (_safe_name(item.id) + ".mp4")
+        with atomic_path(video_path) as tmp:
+            render.render_video(
+                item.video,
+                windows,
+                tmp,
+                threshold=post.sounding_threshold,
+                limits=render_limits or render.RenderLimits(),
+                name=str(item.video),
+            )
+    lines = []
+    for k, (time_s, heatmap, window) in enumerate(zip(decoded.times, heatmaps, windows, strict=True)):
         png_path = None
         if png_dir is not None:
             name = _safe_name(item.id) + (f"_w{k:04d}" if windowed else "") + ".png"
@@ -458,6 +477,8 @@ def _item_lines(
                 line["objectness"] = np.round(window.objectness.astype(np.float64), heatmap_decimals).tolist()
         if png_path is not None:
             line["png"] = str(png_path)
+        if video_path is not None:
+            line["video"] = str(video_path)
         line |= {"model": model, "error": None}
         lines.append(line)
     return lines
@@ -495,6 +516,7 @@ def prepare(
     batch_size: int = 16,
     png_dir: str | Path | None = None,
     png: str = "overlay",
+    video_dir: str | Path | None = None,
     heatmap_decimals: int | None = 4,
     sounding_threshold: float | None = None,
     silence_dbfs: float = postprocess.SILENCE_DBFS,
@@ -508,7 +530,11 @@ def prepare(
     threads: int = 0,
 ) -> Setup:
     """Check the options, load the model and derive the decode job and row options (both engines); boxes and
-    normalisation come from the fused map on a model with object-guided localization unless `ogl=False`."""
+    normalisation come from the fused map on a model with object-guided localization unless `ogl=False`.
+    `video_dir`: also write each clip's overlay video there as `<id>.mp4` (`fnac.render`; implies a sweep
+    every `render.DEFAULT_STRIDE` s unless `stride` is given)."""
+    if video_dir is not None and stride is None:  # an overlay video interpolates between swept windows
+        stride = render.DEFAULT_STRIDE
     if stride is not None and not (stride > 0 and math.isfinite(stride)):
         raise ScoreError(f"--stride must be a positive number of seconds, not {stride}")
     if batch_size < 1:
@@ -528,6 +554,9 @@ def prepare(
     png_path = Path(png_dir) if png_dir is not None else None
     if png_path is not None:
         png_path.mkdir(parents=True, exist_ok=True)
+    video_path = Path(video_dir) if video_dir is not None else None
+    if video_path is not None:
+        video_path.mkdir(parents=True, exist_ok=True)
     job = DecodeJob(
         spec=pipeline.InputSpec.for_model(meta, max_seconds=max_seconds, max_windows=max_windows),
         stride=stride,
@@ -548,6 +577,8 @@ def prepare(
         png_dir=png_path,
         png_kind=png,
         windowed=stride is not None,
+        video_dir=video_path,
+        render_limits=render.RenderLimits(max_seconds=max_seconds),
     )
     return Setup(runtime, model_info, job, rows)
 
@@ -571,6 +602,8 @@ def item_rows(item: Item, decoded, outcome, setup: Setup) -> list[dict]:
     heatmaps, scores, objectness = outcome
     try:
         return _item_lines(item, decoded, heatmaps, scores, objectness, **setup.rows)
+    except media.MediaError as exc:  # e.g. the overlay video could not be rendered (too long, corrupt frames)
+        return [_failure_line(item, Failure(exc.code, exc.message), setup.model_info)]
     except Exception as exc:  # e.g. the PNG directory became unwritable: record, carry on
         failure = Failure("postprocess_failed", f"{type(exc).__name__}: {exc}")
         return [_failure_line(item, failure, setup.model_info)]
@@ -725,6 +758,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="decode in threads (default) or in processes (a crashing decoder then fails only its item)",
     )
     p.add_argument("--png-dir", help="write one PNG per item (per window with --stride) into this directory")
+    p.add_argument(
+        "--video-out",
+        metavar="DIR",
+        help="write each clip's overlay video into DIR as <id>.mp4 (the heatmap, boxes and score over the clip, "
+        "with its audio; implies --stride 0.5 unless given; frame + audio pairs get none)",
+    )
     p.add_argument("--png", choices=["overlay", "heatmap"], help="which PNG (default overlay)")
     p.add_argument(
         "--heatmap-decimals", type=int, default=4, help="decimals of the raw heatmap in the JSONL (default 4)"
@@ -855,6 +894,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         png_dir=args.png_dir,
         png=args.png or "overlay",
+        video_dir=args.video_out,
         heatmap_decimals=None if args.no_heatmap else args.heatmap_decimals,
         sounding_threshold=args.sounding_threshold,
         silence_dbfs=args.silence_dbfs,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fnac import media, postprocess, render
-from tests.service.conftest import make_clip, tone
+from tests.service.conftest import encode_audio, encode_image, make_clip, tone
 
 FPS = 10
 WIDTH, HEIGHT = 160, 120
@@ -337,6 +337,33 @@ async def test_localizer_render_is_the_api_video(clip, tmp_path):
     a, b = ffmpeg_frames(local, WIDTH, HEIGHT), ffmpeg_frames(served, WIDTH, HEIGHT)
     assert a.shape == b.shape == (30, HEIGHT, WIDTH, 3)
     assert np.abs(a.astype(int) - b).mean() < 0.5  # same windows, same renderer, same encoder settings
+
+
+def test_score_video_out_writes_one_overlay_per_clip(clip, tmp_path):
+    import fnac
+    from fnac.cli import main as fnac_main
+    from tests.service.conftest import build_toy_model
+
+    model = build_toy_model(tmp_path / "toy.onnx")
+    image = tmp_path / "pair.png"  # a frame + audio pair gets no video: there is no clip to draw on
+    image.write_bytes(encode_image(moving_square_frames(1)[0]))
+    (tmp_path / "pair.wav").write_bytes(encode_audio(tone(3.0, 16000), 16000))
+    listing = tmp_path / "items.csv"
+    listing.write_text(f"id,video,image,audio\ncrossing,{clip},,\npair,,{image},{tmp_path / 'pair.wav'}\n")
+    out, videos = tmp_path / "scores.jsonl", tmp_path / "videos"
+    argv = ["score", "--model", str(model), "--video-out", str(videos), "--no-progress", "-o", str(out)]
+    assert fnac_main([*argv, str(listing)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    crossing = [line for line in lines if line["id"] == "crossing"]
+    assert [line["time"] for line in crossing] == [1.5, 2.0, 2.5]  # --video-out sweeps every 0.5 s
+    assert {line["video"] for line in crossing} == {str(videos / "crossing.mp4")}
+    assert all("video" not in line for line in lines if line["id"] == "pair")
+    assert sorted(p.name for p in videos.iterdir()) == ["crossing.mp4"]
+    local = tmp_path / "local.mp4"
+    fnac.Localizer(model).render(clip, local)
+    a, b = ffmpeg_frames(videos / "crossing.mp4", WIDTH, HEIGHT), ffmpeg_frames(local, WIDTH, HEIGHT)
+    assert a.shape == b.shape == (40, HEIGHT, WIDTH, 3)
+    assert np.abs(a.astype(int) - b).mean() < 0.5  # the same video the Python API writes
 
 
 @pytest.mark.parametrize(
