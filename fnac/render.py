@@ -11,6 +11,8 @@ The rules, in one place (the demo page's player, service/static/index.html, foll
   as above; before the first window's centre and after the last one's, that window's map holds. The alpha is
   interpolated the same way, so the map fades as a sound stops. Boxes, score and sounding are the nearest
   window's (a tie goes to the earlier one), and a window that is not sounding shows no boxes.
+- OGL (windows that serve the fused map): the objectness map is interpolated in time like the heatmap and the
+  two are fused as `fnac.postprocess.fuse_objectness` does at the frame's size, so video, PNG and boxes agree.
 - Frames (video): a frame shows the map at its presentation time, except that the frame on screen at a
   window's centre shows that window exactly, so it is the window's PNG overlay (plus the score indicator).
 - Video: H.264 (libx264, yuv420p, `VideoEncoding`) at the displayed size, upright, the source's frame
@@ -144,6 +146,15 @@ class Timeline:
         self.times = np.array([w.time or 0.0 for w in ordered], dtype=np.float64)
         self.heatmaps = np.stack([_heatmap_array(w.heatmap) for w in ordered])
         self.alphas = np.array([map_alpha(bool(w.sounding)) for w in ordered])
+        # OGL: windows of the pipeline that serve the fused map carry their objectness map and the fusion
+        # weight; the video then draws the fused map, as the PNG and the boxes do.
+        fusion = {getattr(w, "ogl_alpha", None) for w in ordered}
+        objects = [getattr(w, "objectness", None) for w in ordered]
+        self.ogl_alpha: float | None = None
+        self.objectness: np.ndarray | None = None
+        if len(fusion) == 1 and None not in fusion and all(o is not None for o in objects):
+            self.ogl_alpha = float(fusion.pop())
+            self.objectness = np.stack([_heatmap_array(o) for o in objects])
 
     def blend(self, t: float) -> tuple[int, int, float]:
         """(i, j, a): the state at `t` is (1 - a) x window i + a x window j."""
@@ -160,6 +171,13 @@ class Timeline:
         """The raw heatmap [h, w] shown at `t`."""
         i, j, a = self.blend(t)
         return (1.0 - a) * self.heatmaps[i] + a * self.heatmaps[j]
+
+    def objectness_at(self, t: float) -> np.ndarray | None:
+        """The raw objectness map [h, w] at `t` (interpolated like the heatmap), or None without OGL."""
+        if self.objectness is None:
+            return None
+        i, j, a = self.blend(t)
+        return (1.0 - a) * self.objectness[i] + a * self.objectness[j]
 
     def alpha_at(self, t: float) -> float:
         i, j, a = self.blend(t)
@@ -333,6 +351,22 @@ class FramePainter:
             np.copyto(base, values, casting="unsafe")  # truncation after + 0.5: rounding
             np.left_shift(base, 8, out=base)
         return self._base
+
+    def fused(self, heatmap: np.ndarray, objectness: np.ndarray, ogl_alpha: float) -> np.ndarray:
+        """A small map whose upsampled, normalised image is `postprocess.fuse_objectness` of the two maps
+        upsampled to the frame: upsampling is linear with weights summing to one, so normalising each map by
+        its upsampled extremes before the weighted sum commutes with the upsampling (`map_values` then does
+        the outer normalisation)."""
+
+        def normalized(values: np.ndarray) -> np.ndarray:
+            values = np.asarray(values, dtype=np.float64)
+            corners = self.extreme_rows @ values @ self.extreme_cols.T
+            low, high = float(corners.min()), float(corners.max())
+            if high - low <= 1e-12:  # a constant map normalises to zeros (postprocess.normalize)
+                return np.zeros_like(values)
+            return (values - low) / (high - low)
+
+        return ogl_alpha * normalized(heatmap) + (1.0 - ogl_alpha) * normalized(objectness)
 
     def tables(self, alpha: float) -> list[np.ndarray]:
         """Per plane, uint8 [256 x 256]: round((1 - alpha) x pixel + alpha x jet colour), by (map value, pixel)."""
@@ -616,10 +650,13 @@ def _render_to_path(
                     target = av.VideoFrame(painter.width, painter.height, "yuv420p")
                 target.make_writable()  # a new buffer only if the encoder still holds this one
                 painted = plane_arrays(target)
+                shown = timeline.heatmap_at(when)
+                if timeline.objectness is not None:
+                    shown = painter.fused(shown, timeline.objectness_at(when), timeline.ogl_alpha)
                 painter.paint(
                     _crop_even(planes),
                     painted,
-                    timeline.heatmap_at(when),
+                    shown,
                     timeline.alpha_at(when),
                     window.boxes if window.sounding else (),
                 )

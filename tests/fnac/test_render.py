@@ -259,6 +259,57 @@ def test_overlay_video_read_back_by_ffmpeg(clip, tmp_path):
     assert np.abs(label(0) - label(1)).mean() > 2
 
 
+def test_ogl_video_draws_the_fused_map(clip, tmp_path):
+    """On a model with an object branch the video shows the fused map (as the PNG does), not the AV map."""
+    import fnac
+    from tests.service.conftest import build_toy_model
+
+    localizer = fnac.Localizer(build_toy_model(tmp_path / "toy_ogl.onnx", ogl_alpha=0.4))
+    windows = localizer.run(video=clip, stride=0.5).windows
+    assert windows and all(w.ogl_alpha == 0.4 and w.objectness is not None for w in windows)
+    out = tmp_path / "ogl.mp4"
+    localizer.render(clip, out)
+    shown = ffmpeg_frames(out, WIDTH, HEIGHT)
+    x0, y0, x1, y1 = render.label_region(HEIGHT, WIDTH)
+    outside_label = np.ones((HEIGHT, WIDTH), bool)
+    outside_label[y0:y1, x0:x1] = False
+    for window in windows:
+        frame = media.decode_clip(clip, t=window.time, clip_seconds=3.0, sample_rate=16000).frame
+        fused = window.display_map((HEIGHT, WIDTH))
+        av_only = postprocess.normalize(postprocess.upsample(window.heatmap, HEIGHT, WIDTH))
+        assert np.abs(fused - av_only).mean() > 0.05  # the two maps differ visibly on this model
+        expected = as_yuv420(render.overlay_image(frame, fused, window.boxes, sounding=window.sounding))
+        other = as_yuv420(render.overlay_image(frame, av_only, window.boxes, sounding=window.sounding))
+        got = shown[round(window.time * FPS)].astype(int)
+        difference = np.abs(got - expected)[outside_label].mean()
+        assert difference < 3, window.time
+        assert np.abs(got - other)[outside_label].mean() > 2 * difference, window.time
+
+
+@pytest.mark.anyio
+async def test_ogl_api_video_is_the_localizer_video(clip, tmp_path):
+    import fnac
+    from tests.service.conftest import build_toy_model, serve_app
+
+    model = build_toy_model(tmp_path / "toy_ogl.onnx", ogl_alpha=0.4)
+    local = tmp_path / "local.mp4"
+    fnac.Localizer(model).render(clip, local)
+    async with serve_app(model) as live:
+        upload = {"video": ("c.mp4", clip.read_bytes())}
+        fused = await live.client.post("/localize", params={"format": "mp4"}, files=upload)
+        av_only = await live.client.post("/localize", params={"format": "mp4", "ogl": "false"}, files=upload)
+    assert fused.status_code == av_only.status_code == 200
+    (tmp_path / "fused.mp4").write_bytes(fused.content)
+    (tmp_path / "av.mp4").write_bytes(av_only.content)
+    a = ffmpeg_frames(local, WIDTH, HEIGHT).astype(int)
+    b, c = (
+        ffmpeg_frames(tmp_path / "fused.mp4", WIDTH, HEIGHT),
+        ffmpeg_frames(tmp_path / "av.mp4", WIDTH, HEIGHT),
+    )
+    assert np.abs(a - b).mean() < 0.5  # the service draws the fused map, as the Python API does
+    assert np.abs(a - c).mean() > 1.0  # and ogl=false draws another (the audio-visual) map
+
+
 def test_range_render_has_the_range_duration_and_frames(clip, tmp_path):
     windows = heatmap_windows([1.5, 2.0, 2.5])
     out = tmp_path / "range.mp4"

@@ -257,7 +257,9 @@ async def _overlay_video(
     """Render the overlay MP4 in a render worker (it decodes and encodes the whole stretch: bounded work off
     the event loop, like decoding)."""
     windows = [
-        pipeline.localize_window(p.heatmap, p.score, audio, decoded.frame_size, post, time=time_s)
+        pipeline.localize_window(
+            p.heatmap, p.score, audio, decoded.frame_size, post, time=time_s, objectness=p.objectness
+        )
         for time_s, p, audio in zip(decoded.times, predictions, decoded.audio, strict=True)
     ]
     await upload.seek(0)  # read once already, for the windows
