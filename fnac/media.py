@@ -439,17 +439,7 @@ def _decode_windows(
     with _open(source, name) as container:
         video = _video_stream(container, name)
         audio = _audio_stream(container, name)
-        width, height = video.codec_context.width, video.codec_context.height
-        if width * height > max_pixels:
-            raise MediaTooLarge(
-                "frame_too_large",
-                f"video frames in '{name}' are {width}x{height}; the limit is {max_pixels} pixels",
-            )
-        duration = _reported_duration(container)
-        if duration is not None and duration > max_seconds:
-            raise MediaTooLarge(
-                "clip_too_long", f"clip '{name}' lasts {duration:.1f} s; the limit is {max_seconds:g} s"
-            )
+        duration = _check_clip_limits(container, video, max_pixels, max_seconds, name)
         try:
             wave = _decode_audio_stream(container, audio, sample_rate, max_seconds, name)
         except MediaTooLarge:
@@ -464,6 +454,23 @@ def _decode_windows(
         ClipWindow(time, frame, fit_audio_window(wave, n_samples, center=round(time * sample_rate)), size)
         for time, (frame, size) in zip(times, frames, strict=True)
     ], duration
+
+
+def _check_clip_limits(container, video, max_pixels: int, max_seconds: float, name: str) -> float | None:
+    """The header's duration (None when it has none), after checking the frame size and that duration against
+    the limits, before any frame is decoded."""
+    width, height = video.codec_context.width, video.codec_context.height
+    if width * height > max_pixels:
+        raise MediaTooLarge(
+            "frame_too_large",
+            f"video frames in '{name}' are {width}x{height}; the limit is {max_pixels} pixels",
+        )
+    duration = _reported_duration(container)
+    if duration is not None and duration > max_seconds:
+        raise MediaTooLarge(
+            "clip_too_long", f"clip '{name}' lasts {duration:.1f} s; the limit is {max_seconds:g} s"
+        )
+    return duration
 
 
 def iter_frames(
@@ -483,17 +490,7 @@ def iter_frames(
     """
     with _open(source, name) as container:
         stream = _video_stream(container, name)
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if width * height > max_pixels:
-            raise MediaTooLarge(
-                "frame_too_large",
-                f"video frames in '{name}' are {width}x{height}; the limit is {max_pixels} pixels",
-            )
-        duration = _reported_duration(container)
-        if duration is not None and duration > max_seconds:
-            raise MediaTooLarge(
-                "clip_too_long", f"clip '{name}' lasts {duration:.1f} s; the limit is {max_seconds:g} s"
-            )
+        _check_clip_limits(container, stream, max_pixels, max_seconds, name)
         offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         try:
             if start > 0:

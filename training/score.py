@@ -384,6 +384,17 @@ class Summary:
     def items_per_second(self) -> float:
         return self.items / self.seconds if self.seconds > 0 else 0.0
 
+    def count(self, lines: list[dict], bar=None) -> None:
+        """Count one item's written rows (a failure row, or its windows) and advance the progress bar."""
+        self.items += 1
+        if lines[0]["error"] is not None:
+            self.failures += 1
+        else:
+            self.windows += len(lines)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(failed=self.failures, refresh=False)
+
     def line(self) -> str:
         rate = f"{self.items_per_second:.1f} items/s" if self.items else "nothing to do"
         shard = f" [shard {self.shard}]" if self.shard else ""
@@ -651,14 +662,7 @@ def score_items(
             # All of an item's lines in one write, flushed: a kill leaves at most one partial line at the end.
             out.write("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
             out.flush()
-            summary.items += 1
-            if lines[0]["error"] is not None:
-                summary.failures += 1
-            else:
-                summary.windows += len(lines)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(failed=summary.failures, refresh=False)
+            summary.count(lines, bar)
             if on_item is not None:
                 on_item(item.id)
 

@@ -293,14 +293,7 @@ def _run(ray, todo, setup: Setup, sink, summary, options, batch_size, providers,
     def write(item_id: str, lines: list[dict]) -> None:
         sink.write(lines)
         written.add(item_id)
-        summary.items += 1
-        if lines[0]["error"] is not None:
-            summary.failures += 1
-        else:
-            summary.windows += len(lines)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(failed=summary.failures, refresh=False)
+        summary.count(lines, bar)
 
     try:
         for row in ds.iter_rows():
