@@ -1,35 +1,161 @@
-"""Where `fnac score --engine ray` writes its rows: one JSONL file, or a folder of JSONL/Parquet parts.
+"""Where `fnac score` writes its rows, and resuming from what a previous run left there.
 
-- A local path with ``--format jsonl`` (the default) is one JSONL file, appended to item by item and resumed
-  exactly like the local engine's output (`training.score.load_existing`).
+- A local path with ``--format jsonl`` (the default; the local engine's only output) is one JSONL file,
+  appended to item by item. Resuming reads it first (`load_existing`): ids already there are skipped, a line
+  cut short by a kill is removed, and so are the lines of an item whose windows were not all written.
 - ``--format parquet``, or any filesystem URI pyarrow understands (``s3://bucket/scores``, ``gs://...``,
   ``file:///...``), or a path ending in ``/``, is a folder of part files (``part-<stamp>-<n>.jsonl`` or
-  ``.parquet``). Object stores cannot append, so finished items are collected and written as a new part every
-  `PART_ITEMS` items or `PART_SECONDS` seconds and at the end; a part appears whole or not at all (written
-  under a temporary name and renamed on a local disk; an object store publishes an upload only when it is
-  complete). A killed run loses at most the items of its unwritten part, and a rerun scores them again.
+  ``.parquet``; ``--engine ray``). Object stores cannot append, so finished items are collected and written
+  as a new part every `PART_ITEMS` items or `PART_SECONDS` seconds and at the end; a part appears whole or not
+  at all (written under a temporary name and renamed on a local disk; an object store publishes an upload
+  only when it is complete). A killed run loses at most the items of its unwritten part, and a rerun scores
+  them again.
 
-Resuming reads the ids already in the output (every part), so a rerun skips them; ``--retry-failed`` rewrites
-the parts without the failed items' rows.
+Resuming reads the ids already in the output (every part), so a rerun skips them; ``--retry-failed`` drops the
+failed items' rows (rewriting the file, or the parts that hold them) so that those items are tried again.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import time
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.score import Existing, ScoreError, _item_status, _Line, load_existing
+from model.atomic import atomic_path
+from training.score_inputs import ScoreError
+
+log = logging.getLogger("fnac.score")
 
 FORMATS = ("jsonl", "parquet")
 PART_ITEMS = 1000
 PART_SECONDS = 60.0
 _PART_NAME = re.compile(r"^part-[\w.-]+\.(jsonl|parquet)$")
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+# ---------------------------------------------------------------------------------------------- resuming
+
+
+@dataclass
+class Existing:
+    """What a previous run left in OUT."""
+
+    done: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    dropped_lines: int = 0  # partial, unreadable, incomplete or retried lines removed
+
+
+@dataclass(frozen=True)
+class _Line:
+    start: int
+    end: int
+    id: str | None  # None: not a JSON object with a string id
+    failed: bool = False
+    window: int | None = None
+    windows: int | None = None
+
+
+def _scan_lines(path: Path) -> tuple[list[_Line], int]:
+    """Every complete line of a JSONL file (byte range and what resuming needs), and the file size.
+
+    Bytes after the last newline are a line cut short by a kill: not listed. Streams; records are not kept.
+    """
+    lines: list[_Line] = []
+    offset = 0
+    with path.open("rb") as f:
+        for raw in f:
+            start, offset = offset, offset + len(raw)
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                lines.append(_Line(start, offset, None))
+                continue
+            windows = record.get("windows")
+            lines.append(
+                _Line(
+                    start,
+                    offset,
+                    record["id"],
+                    failed=bool(record.get("error")),
+                    window=record.get("window"),
+                    windows=windows if isinstance(windows, int) else None,
+                )
+            )
+    return lines, offset
+
+
+def _item_status(lines: list[_Line]) -> str:
+    """'failed', 'done' or 'incomplete' (a sweep whose windows were not all written)."""
+    if any(line.failed for line in lines):
+        return "failed"
+    expected = lines[0].windows
+    if expected is None:
+        return "done"
+    return "done" if len({line.window for line in lines}) >= expected else "incomplete"
+
+
+def _group(lines: list[_Line]) -> dict[str, list[_Line]]:
+    by_id: dict[str, list[_Line]] = {}
+    for line in lines:
+        if line.id is not None:
+            by_id.setdefault(line.id, []).append(line)
+    return by_id
+
+
+def _copy_ranges(
+    source: Path, target: Path, ranges: Iterable[tuple[int, int]], *, append: bool = False
+) -> None:
+    """Copy byte ranges of `source` into `target`: appended to an open-ended target, or as a new file written
+    to a temporary name and renamed (a reader never sees a partial file)."""
+    if append:
+        with source.open("rb") as src, target.open("ab") as dst:
+            for start, end in ranges:
+                src.seek(start)
+                dst.write(src.read(end - start))
+        return
+    with atomic_path(target) as tmp, tmp.open("wb") as dst, source.open("rb") as src:
+        for start, end in ranges:
+            src.seek(start)
+            dst.write(src.read(end - start))
+
+
+def load_existing(path: Path, *, drop_failed: bool = False) -> Existing:
+    """Read OUT for resuming and repair it in place: remove a partial last line, unreadable lines, the lines of
+    items whose windows are incomplete and (``drop_failed``) the lines of failed items."""
+    existing = Existing()
+    if not path.exists() or path.stat().st_size == 0:
+        return existing
+    lines, size = _scan_lines(path)
+    status = {item_id: _item_status(group) for item_id, group in _group(lines).items()}
+    drop = {i for i, s in status.items() if s == "incomplete" or (drop_failed and s == "failed")}
+    keep = [line for line in lines if line.id is not None and line.id not in drop]
+    existing.done = {i for i, s in status.items() if s == "done"}
+    existing.failed = {i for i, s in status.items() if s == "failed"} - drop
+    existing.dropped_lines = len(lines) - len(keep) + (size > (lines[-1].end if lines else 0))
+    if keep == lines[: len(keep)]:  # only the tail goes: cut it off
+        new_size = keep[-1].end if keep else 0
+        if new_size != size:
+            with path.open("r+b") as f:
+                f.truncate(new_size)
+    else:  # lines to remove in the middle (--retry-failed, a damaged line): rewrite
+        _copy_ranges(path, path, [(line.start, line.end) for line in keep])
+    if existing.dropped_lines:
+        log.info("%s: removed %d partial, incomplete or retried line(s)", path, existing.dropped_lines)
+    return existing
+
+
+# ---------------------------------------------------------------------------------------------- sinks
 
 
 def is_parts_folder(output: str, fmt: str) -> bool:

@@ -3,8 +3,8 @@
 The driver (this process) finds the items, reads what the output already holds, and writes every finished
 item; the work runs as two Ray Data stages that call the same per-item steps as the local engine:
 
-1. decode: one CPU task per item (`training.score.decode_item`: the model inputs and, for overlay PNGs, the
-   frames), retried by Ray when its worker process dies;
+1. decode: one CPU task per item (`training.score_inputs.decode_item`: the model inputs and, for overlay PNGs,
+   the frames), retried by Ray when its worker process dies;
 2. model: a pool of `--actors` actors, each with one ONNX Runtime session (its intra-op threads = the actor's
    CPUs; the CUDA provider only on actors given a GPU with `--gpus-per-actor`), running batches of windows;
    an actor that dies is restarted and its batch retried;
@@ -35,20 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from training.score import (
-    Failure,
-    Item,
-    ModelRuntime,
-    ScoreError,
-    Setup,
-    Summary,
-    _infer,
-    decode_item,
-    item_rows,
-    prepare,
-    unique_items,
-)
+from fnac.runtime import ModelRuntime
+from training.score_inputs import Failure, Item, ScoreError, decode_item, unique_items
 from training.score_output import open_sink
+from training.score_rows import Setup, Summary, infer, item_rows, prepare
 
 log = logging.getLogger("fnac.score")
 
@@ -134,7 +124,7 @@ class _ModelActor:
         entries = [pickle.loads(payload) for payload in batch["payload"]]
         decoded = [(item, outcome) for item, outcome in entries if not isinstance(outcome, Failure)]
         started = time.perf_counter()
-        inferred = {item.id: result for item, _, result in _infer(self.runtime, decoded, self.batch_size)}
+        inferred = {item.id: result for item, _, result in infer(self.runtime, decoded, self.batch_size)}
         seconds = time.perf_counter() - started
         windows = sum(len(d.times) for _, d in decoded) or 1
         lines, model_s, rows_s = [], [], []
@@ -169,9 +159,9 @@ def score_items_ray(
     progress: bool = False,
     **options,
 ) -> RaySummary:
-    """Score `items` on Ray (see the module docstring); the rows of `training.score.score_items`, written to
-    `output` (a JSONL file, or a folder of JSONL/Parquet parts on any pyarrow filesystem). `options` are
-    those of `training.score.prepare` (stride, batch_size, png_dir, sounding_threshold, ...)."""
+    """Score `items` on Ray (see the module docstring); the rows of `training.score_local.score_items`, written
+    to `output` (a JSONL file, or a folder of JSONL/Parquet parts on any pyarrow filesystem). `options` are
+    those of `training.score_rows.prepare` (stride, batch_size, png_dir, sounding_threshold, ...)."""
     started = time.perf_counter()
     items = unique_items(items)
     if ray_options.actors < 1:

@@ -14,7 +14,9 @@ import pytest
 from PIL import Image
 
 from fnac.cli import main as fnac_main
-from training.score import find_items, load_existing, parse_shard, score_items
+from training.score_inputs import find_items, parse_shard
+from training.score_local import score_items
+from training.score_output import load_existing
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 16_000

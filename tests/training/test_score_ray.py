@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.training.test_score import RATE, _frame, write_clip, write_wav
-from training.score import score_items
+from training.score_local import score_items
 from training.score_output import PartsFolder, open_sink
 
 ROOT = Path(__file__).resolve().parents[2]
