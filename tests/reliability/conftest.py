@@ -7,7 +7,8 @@ import contextlib
 
 import pytest
 
-from benchmarks import reliability
+from benchmarks.reliability.common import SMALL_LIMITS, limit_env
+from training.live_server import live_server
 
 
 @pytest.fixture(scope="session")
@@ -17,8 +18,8 @@ def start_server(tiny_onnx_model, tmp_path_factory):
     @contextlib.contextmanager
     def start(**env):
         log = tmp_path_factory.mktemp("server") / "server.log"
-        settings = {**reliability.limit_env(reliability.SMALL_LIMITS), "FNAC_DECODE_TIMEOUT_S": "10", **env}
-        with reliability.live_server(tiny_onnx_model, log, settings) as server:
+        settings = {**limit_env(SMALL_LIMITS), "FNAC_DECODE_TIMEOUT_S": "10", **env}
+        with live_server(tiny_onnx_model, log, settings) as server:
             yield server
 
     return start

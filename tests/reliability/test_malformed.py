@@ -9,7 +9,8 @@ import time
 import httpx
 import pytest
 
-from benchmarks import malformed, reliability
+from benchmarks import malformed
+from benchmarks.reliability.common import SMALL_LIMITS, good_requests, status_counts
 
 ROUNDS = 3
 ANSWER_S = 15.0  # per upload: decode timeout (10 s) + slack for a busy machine
@@ -17,7 +18,7 @@ ANSWER_S = 15.0  # per upload: decode timeout (10 s) + slack for a busy machine
 
 @pytest.fixture(scope="module")
 def corpus():
-    return malformed.build_corpus(reliability.SMALL_LIMITS)
+    return malformed.build_corpus(SMALL_LIMITS)
 
 
 def test_corpus_covers_the_kinds_the_issue_lists(corpus):
@@ -42,9 +43,9 @@ def test_every_bad_upload_gets_a_4xx_json_error_and_the_server_survives(start_se
                 if not (outcome.clean_4xx and outcome.status in upload.expect and outcome.seconds < ANSWER_S):
                     wrong.append((upload.kind, sorted(upload.expect), outcome))
             rss_mib.append(server.rss_bytes() / 2**20)
-        statuses = reliability.status_counts(server.base)  # all routes: a 413 before routing is "unmatched"
+        statuses = status_counts(server.base)  # all routes: a 413 before routing is "unmatched"
         assert httpx.get(f"{server.base}/healthz", timeout=10).status_code == 200
-        _, files = reliability.good_requests()[0]
+        _, files = good_requests()[0]
         good = httpx.post(f"{server.base}/localize", files=files, timeout=60)
         assert good.status_code == 200 and good.json()["heatmap"]["values"], good.text[:500]
         assert server.alive(), server.log_tail()
@@ -71,7 +72,7 @@ def test_a_slow_upload_does_not_hold_up_other_clients(start_server):
         )
         sender.start()
         time.sleep(0.5)
-        _, files = reliability.good_requests()[1]
+        _, files = good_requests()[1]
         meanwhile = httpx.post(f"{server.base}/localize", files=files, timeout=30)
         meanwhile_done = time.perf_counter()
         sender.join()

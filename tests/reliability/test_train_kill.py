@@ -11,23 +11,23 @@ import time
 
 import pytest
 
-from benchmarks import reliability
+from benchmarks.reliability import kill_train
 
 EPOCHS = 8
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    return reliability.make_tiny_synth(tmp_path_factory.mktemp("synth"))
+    return kill_train.make_tiny_synth(tmp_path_factory.mktemp("synth"))
 
 
 def test_random_sigkills_then_resume_lose_nothing_and_match_an_uninterrupted_run(synth, tmp_path):
     reference = tmp_path / "reference"
     started = time.monotonic()
     subprocess.run(
-        reliability.train_command(synth, reference, EPOCHS),
-        cwd=reliability.ROOT,
-        env=reliability.train_env(),
+        kill_train.train_command(synth, reference, EPOCHS),
+        cwd=kill_train.ROOT,
+        env=kill_train.train_env(),
         check=True,
         capture_output=True,
         timeout=300,
@@ -37,7 +37,7 @@ def test_random_sigkills_then_resume_lose_nothing_and_match_an_uninterrupted_run
     run_seconds = time.monotonic() - started
 
     seed = random.randrange(2**32)
-    kills = reliability.kill_and_resume(
+    kills = kill_train.kill_and_resume(
         synth,
         tmp_path / "killed",
         epochs=EPOCHS,
@@ -49,9 +49,9 @@ def test_random_sigkills_then_resume_lose_nothing_and_match_an_uninterrupted_run
     )
     report = "\n".join([f"seed {seed}", *(kill.line() for kill in kills)])
     assert kills, report  # the first kill lands before the run ends
-    assert not reliability.kill_violations(kills), report
+    assert not kill_train.kill_violations(kills), report
 
-    comparison = reliability.compare_runs(reference, tmp_path / "killed")
+    comparison = kill_train.compare_runs(reference, tmp_path / "killed")
     assert comparison["epochs"] == list(range(1, EPOCHS + 1)), report  # nothing repeated, nothing missing
     assert comparison["weights_identical"], (comparison, report)
     assert comparison["max_metric_diff"] == 0.0, (comparison, report)
