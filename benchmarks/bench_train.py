@@ -2,7 +2,7 @@
 
 - ours cached (`fnac train --cache`): the training set decoded once, each batch cropped/flipped as one gather;
 - ours: the Dataset returns a uint8 frame (PIL augmentation) and the raw waveform; the log spectrogram and
-  the spectrogram masks run inside the model, batched (``training.train.TrainForward``);
+  the spectrogram masks run inside the model, batched (``training.train_forward.TrainForward``);
 - official-style (EZ-VSL / FNAC ``datasets.py``): the Dataset decodes audio with PyAV, cuts the centred window,
   computes ``scipy.signal.spectrogram`` + log per item, ToTensor/Normalize for image and spectrogram, applies
   the frequency/time masks per item, and hands float tensors to the network.
@@ -142,12 +142,12 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from training.datasets import collate_pairs, open_dataset
     from training.distributed import DistInfo
     from training.layout import dataset_pairs
-    from training.train import SpecAugment, TrainForward, _amp_dtype, _autocast
+    from training.train_forward import SpecAugment, TrainForward, autocast, resolve_amp_dtype
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
-    amp_dtype = _amp_dtype(args.amp, device)
+    amp_dtype = resolve_amp_dtype(args.amp, device)
     on_gpu = device.type == "cuda"
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     config = FNACConfig(width=args.width, dim=args.dim, image_size=args.image_size)
@@ -178,7 +178,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
         def official_step(batch) -> int:
             image, spec = batch
-            with _autocast(device, amp_dtype):  # the same autocast as `fnac train` uses for the encoders
+            with autocast(device, amp_dtype):  # the same autocast as `fnac train` uses for the encoders
                 v, a = _official_forward(fnac, to_device(image), to_device(spec))
             update(v.float(), a.float())
             return image.shape[0]

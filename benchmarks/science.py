@@ -189,8 +189,8 @@ def train_one(spec, data: Path, args, epochs: int | None = None) -> dict:
 
 
 def _collapsed(last_epoch: dict) -> bool:
-    """Did the run end with FNAC on and the contrastive loss at chance (see training.train.collapse_warning)?"""
-    from training.train import collapse_warning, contrastive_chance
+    """Did the run end with FNAC on and the contrastive loss at chance (see training.train_report.collapse_warning)?"""
+    from training.train_report import collapse_warning, contrastive_chance
 
     # metrics rows written before `contrastive_chance` existed lack it; it follows from the batch
     chance = {"contrastive_chance": contrastive_chance(last_epoch["global_batch"])}

@@ -14,7 +14,8 @@ from model.config import FNACConfig
 from training.cache import CachedLoader, crop_and_flip, decode_all, fingerprint, load_or_build, prefetched
 from training.datasets import open_dataset
 from training.distributed import DistInfo
-from training.train import TrainOptions, train
+from training.train import train
+from training.train_options import TrainOptions
 
 CONFIG = FNACConfig(width=8, dim=32, image_size=64, clip_seconds=1.0)
 

@@ -16,7 +16,9 @@ import torch
 
 from model.config import FNACConfig
 from model.losses import LossWeights
-from training.train import TrainOptions, collapse_warning, small_batch_warning, train
+from training.train import train
+from training.train_options import TrainOptions
+from training.train_report import collapse_warning, small_batch_warning
 
 CONFIG = FNACConfig(width=8, dim=32, image_size=64, clip_seconds=1.0)
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +129,8 @@ from model.config import FNACConfig
 from model.fnac import FNAC
 from model.losses import fnac_loss
 from training import distributed as D
-from training.train import TrainOptions, train
+from training.train import train
+from training.train_options import TrainOptions
 
 out, data = sys.argv[1], sys.argv[2]
 dist = D.setup("cpu")
@@ -241,7 +244,7 @@ def test_narrow_network_at_full_resolution_trains_without_crashing():
     code = (
         "import torch\n"
         "from model.config import FNACConfig\nfrom model.fnac import FNAC\nfrom model.losses import fnac_loss\n"
-        "from training.train import SpecAugment, TrainForward\n"
+        "from training.train_forward import SpecAugment, TrainForward\n"
         "fnac = FNAC(FNACConfig(width=8, dim=32, image_size=224, clip_seconds=1.0)).train()\n"
         "v, a = TrainForward(fnac, SpecAugment(), None)(torch.zeros(2, 224, 224, 3, dtype=torch.uint8), "
         "torch.rand(2, 16000) - 0.5)\n"
