@@ -280,7 +280,9 @@ def _inside(point: tuple[float, float], box) -> bool:
 
 def pointing_probe(checkpoint: Path, data: Path, batch: int = 50) -> dict:
     """Where the test maps peak, with the scene's own audio and with a silent distractor's sound (module doc)."""
-    from training.evaluate import Predictor, find_media, load_pair
+    from training.evaluate import find_media
+    from training.layout import load_pair
+    from training.predictor import Predictor
 
     predictor = Predictor(checkpoint)
     annotations = json.loads((data / "annotations.json").read_text())["samples"]

@@ -6,7 +6,8 @@ import pytest
 
 from fnac.cli import main
 from training import metrics
-from training.evaluate import DatasetError, evaluate
+from training.evaluate import evaluate
+from training.layout import DatasetError
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_a_checkpoint_runs_on_the_device_asked_for(tiny_checkpoint, synth_dir):
 def test_threads_cap_the_model_threads_and_keep_the_numbers(tiny_checkpoint, tiny_onnx_model, synth_dir):
     import torch
 
-    from training.evaluate import Predictor
+    from training.predictor import Predictor
 
     onnx_predictor = Predictor(tiny_onnx_model, threads=1)
     assert onnx_predictor.runtime.session.get_session_options().intra_op_num_threads == 1
@@ -288,7 +289,7 @@ def test_a_model_without_ogl_serves_and_reports_the_av_map(tiny_onnx_model, synt
 
 
 def test_which_calibrated_thresholds_are_worth_storing():
-    from training.evaluate import calibration_problem
+    from training.eval_sounding import calibration_problem
 
     good = {"threshold": 0.5, "tpr": 0.8, "fpr": 0.04, "target_fpr": 0.05, "method": "fpr"}
     assert calibration_problem(good) is None
