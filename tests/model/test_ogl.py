@@ -120,15 +120,21 @@ def test_alpha_needs_weights_and_a_range(tmp_path, tiny_checkpoint, resnet18_wei
     assert "between 0 and 1" in capsys.readouterr().err
 
 
-def test_int8_export_quantizes_the_object_branch_and_checks_it(tmp_path, tiny_model, resnet18_weights):
+def test_int8_export_quantizes_the_object_branch_and_checks_it(tmp_path, resnet18_weights):
     import onnx
 
+    from model.config import FNACConfig
     from model.export import export_onnx
+    from model.fnac import FNAC
     from model.ogl import load_objectness_weights
 
-    calibration = [example_inputs(tiny_model.config, 4, seed=s) for s in range(2)]
+    # The network of test_export's int8 test: the smallest random one whose int8 heatmaps stay above the export's
+    # 0.99 correlation bar on CPUs with and without VNNI (the 8-wide tiny model sits at 0.976 without VNNI).
+    torch.manual_seed(0)
+    model = FNAC(FNACConfig(width=16, dim=64, image_size=112)).eval()
+    calibration = [example_inputs(model.config, 4, seed=s) for s in range(3)]
     parity = export_onnx(
-        tiny_model,
+        model,
         tmp_path / "q.onnx",
         precision="int8",
         calibration=calibration,
