@@ -1,7 +1,7 @@
 """Hypothesis strategies over the decode + preprocessing path: valid media files, then mutated.
 
-The contract under test (fnac/media.py): every decoding function returns arrays of the documented shape or
-raises `MediaError`; nothing else escapes and nothing hangs. Used by the fast test
+The contract under test (fnac/media.py, fnac/images.py): every decoding function returns arrays of the
+documented shape or raises `MediaError`; nothing else escapes and nothing hangs. Used by the fast test
 (tests/reliability/test_fuzz_media.py) and, time-bounded, by `python -m benchmarks.reliability fuzz`.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from benchmarks import malformed
-from fnac import media
+from fnac import images, media
 from fnac.pipeline import InputSpec, decode_image_audio, decode_video
 
 SPEC = InputSpec(
@@ -121,7 +121,7 @@ def check_image_audio(image: bytes, audio: bytes) -> bool:
 def check_image(data: bytes) -> bool:
     """decode_image: an RGB frame within the pixel limit (True) or MediaError (False)."""
     try:
-        frame = media.decode_image(data, max_pixels=SPEC.max_pixels, name="fuzz")
+        frame = images.decode_image(data, max_pixels=SPEC.max_pixels, name="fuzz")
     except media.MediaError:
         return False
     assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8

@@ -1,4 +1,5 @@
-"""Media decoding shared by the service and training: images via Pillow, audio and video via PyAV (FFmpeg).
+"""Media decoding shared by the service and training: audio and video via PyAV (FFmpeg); still images are
+`fnac.images`, the display orientation of video frames `fnac.orientation`.
 
 No torch here. Every function either returns plain numpy arrays or raises a `MediaError` whose `code` and
 `message` can be shown to a user as is. Input preprocessing that must match between training and serving
@@ -11,7 +12,6 @@ import io
 import math
 import os
 import re
-import warnings
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from fnac import contract
 from fnac.errors import LocalizeError
+from fnac.orientation import display_orientation, upright
 
 Source = bytes | str | os.PathLike
 
@@ -46,7 +47,7 @@ class MediaTooLarge(MediaError):
     """The input exceeds a configured limit (pixels, duration)."""
 
 
-def _in_words(exc: BaseException) -> str:
+def in_words(exc: BaseException) -> str:
     """What a decoder said went wrong, without what means nothing to the sender: FFmpeg's error number and the
     '<none>' file name PyAV gives in-memory uploads, or the repr of the buffer Pillow read from."""
     text = getattr(exc, "strerror", None) or str(exc)
@@ -65,69 +66,6 @@ class ClipWindow:
     frame: np.ndarray  # uint8 [H, W, 3] RGB as displayed, full resolution (or [S, S, 3] with image_size)
     audio: np.ndarray  # float32 [n_samples], mono, in [-1, 1]
     frame_size: tuple[int, int]  # (height, width) of the frame as a player displays it
-
-
-# ---------------------------------------------------------------------------------------------- images
-
-
-def decode_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "upload") -> np.ndarray:
-    """Decode an image file to uint8 [H, W, 3] RGB (the pixels of `open_image`)."""
-    return np.array(open_image(source, max_pixels=max_pixels, name=name), dtype=np.uint8)
-
-
-def open_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "upload") -> Image.Image:
-    """Decode an image file to a loaded 8-bit RGB PIL image.
-
-    EXIF orientation is applied; grey, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted to
-    8-bit RGB. The pixel count is checked from the header before any pixel data is decoded, so a
-    decompression bomb is rejected cheaply with `MediaTooLarge(code="image_too_large")`. Resizing this image
-    (`resize_image`) skips the copy into and out of numpy that `decode_image` costs.
-    """
-    fp = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(fp)
-            width, height = img.size
-            if width * height > max_pixels:
-                raise MediaTooLarge(
-                    "image_too_large",
-                    f"image in '{name}' is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
-                )
-            img = ImageOps.exif_transpose(img)
-            rgb = _to_rgb(img)
-            rgb.load()
-            return rgb
-    except (MediaError, FileNotFoundError):
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise MediaTooLarge(
-            "image_too_large", f"image in '{name}' is too large to decode: {_in_words(exc)}"
-        ) from None
-    except Image.UnidentifiedImageError:
-        raise MediaError("unreadable_image", f"'{name}' is not an image format we can read") from None
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated / corrupt pixel data
-        raise MediaError(
-            "corrupt_image", f"image in '{name}' could not be decoded: {_in_words(exc)}"
-        ) from None
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit greyscale (PNG opens as "I;16" or "I"): scale to 8 bits instead of clipping at 255.
-        grey = np.asarray(img, dtype=np.float64) / 257.0
-        return _grey_to_rgb(grey)
-    if img.mode == "F":
-        grey = np.asarray(img, dtype=np.float64)
-        return _grey_to_rgb(grey * 255.0 if grey.size and grey.max() <= 1.0 else grey)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # avoids Pillow's palette-transparency warning; alpha dropped below
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
-def _grey_to_rgb(grey: np.ndarray) -> Image.Image:
-    grey8 = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
-    return Image.fromarray(np.repeat(grey8[..., None], 3, axis=2), mode="RGB")
 
 
 def resize_image(image: np.ndarray | Image.Image, size: int) -> np.ndarray:
@@ -261,7 +199,7 @@ def _decode_audio_stream(container, stream, sample_rate: int, max_seconds: float
     except av.FFmpegError as exc:
         if not chunks:
             raise MediaError(
-                "corrupt_media", f"audio in '{name}' could not be decoded: {_in_words(exc)}"
+                "corrupt_media", f"audio in '{name}' could not be decoded: {in_words(exc)}"
             ) from None
         # A damaged tail (e.g. a truncated upload): keep what decoded.
     if not chunks or source_rate is None:
@@ -275,7 +213,7 @@ def _to_model_rate(mono: np.ndarray, source_rate: int, sample_rate: int, name: s
     except av.FFmpegError as exc:  # an absurd rate in the header (e.g. 2^31 - 1 Hz): swresample gives up
         raise MediaError(
             "corrupt_media",
-            f"audio in '{name}' could not be resampled from {source_rate} Hz: {_in_words(exc)}",
+            f"audio in '{name}' could not be resampled from {source_rate} Hz: {in_words(exc)}",
         ) from None
     if not wave.size:  # so few samples at so high a rate that nothing is left at the model rate
         raise MediaError("empty_audio", f"the audio stream in '{name}' contains no samples")
@@ -510,7 +448,7 @@ def iter_frames(
                 yield frame_time, upright(frame.to_ndarray(format="rgb24"), display_orientation(frame))
         except av.FFmpegError as exc:
             raise MediaError(
-                "corrupt_media", f"video in '{name}' could not be decoded: {_in_words(exc)}"
+                "corrupt_media", f"video in '{name}' could not be decoded: {in_words(exc)}"
             ) from None
 
 
@@ -529,7 +467,7 @@ def _frames_at(container, stream, times: list[float], image_size: int | None, na
         )
     except av.FFmpegError as exc:  # e.g. a video stream without a single frame (nothing to seek to)
         raise MediaError(
-            "corrupt_media", f"video in '{name}' could not be decoded: {_in_words(exc)}"
+            "corrupt_media", f"video in '{name}' could not be decoded: {in_words(exc)}"
         ) from None
     frames: list[tuple[np.ndarray, tuple[int, int]]] = []
     shown = None  # the last decoded frame, as (time, VideoFrame)
@@ -544,74 +482,13 @@ def _frames_at(container, stream, times: list[float], image_size: int | None, na
     except av.FFmpegError as exc:
         if shown is None:
             raise MediaError(
-                "corrupt_media", f"video in '{name}' could not be decoded: {_in_words(exc)}"
+                "corrupt_media", f"video in '{name}' could not be decoded: {in_words(exc)}"
             ) from None
     if shown is None and len(frames) < len(times):
         raise MediaError("no_video_frames", f"the video stream in '{name}' contains no decodable frames")
     while len(frames) < len(times):  # times past the last frame show the last frame
         frames.append(convert(shown[1]))
     return frames
-
-
-# ---------------------------------------------------------------------------------------------- orientation
-
-
-@dataclass(frozen=True)
-class Orientation:
-    """How a stored video frame becomes the picture a player shows, from the stream's display matrix (the
-    `rotate` tag phones write): transpose first, then mirror rows and/or columns. Together these express the
-    four quarter turns and their mirror images; the identity is `Orientation()`."""
-
-    transpose: bool = False
-    flip_rows: bool = False  # upside down (vertical mirror)
-    flip_cols: bool = False  # left-right mirror
-
-    @property
-    def is_identity(self) -> bool:
-        return not (self.transpose or self.flip_rows or self.flip_cols)
-
-
-def orientation_from_matrix(matrix) -> Orientation:
-    """The `Orientation` of an FFmpeg display matrix (9 int32 in AV_PKT_DATA_DISPLAYMATRIX layout).
-
-    FFmpeg's rule (libavutil/display.h): the upper-left block [[a, b], [c, d]] sends a stored pixel (x, y)
-    to the displayed (a x + c y, b x + d y), up to a shift, in pixel coordinates (x right, y down); the
-    FFmpeg CLI's autorotation applies the same rule, and it is what a stream's `rotation` in ffprobe means.
-    Rotations that are not quarter turns snap to the nearest one (phones do not write them).
-    """
-    a, b, c, d = (float(v) for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
-    if abs(a) + abs(d) >= abs(b) + abs(c):  # no quarter turn: x' = a x, y' = d y
-        return Orientation(False, d < 0, a < 0)
-    # A quarter turn: x' = c y, y' = b x, so the stored rows become displayed columns.
-    return Orientation(True, b < 0, c < 0)
-
-
-def display_orientation(frame) -> Orientation:
-    """The orientation a decoded PyAV `VideoFrame` carries (its DISPLAYMATRIX side data; FFmpeg copies the
-    stream's matrix onto every frame); `Orientation()` when there is none or it is unreadable."""
-    try:
-        side_data = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
-    except Exception:  # a PyAV without typed side data, or a damaged entry: show the frame as stored
-        return Orientation()
-    if side_data is None:
-        return Orientation()
-    raw = bytes(side_data)
-    if len(raw) < 36:
-        return Orientation()
-    return orientation_from_matrix(np.frombuffer(raw[:36], dtype="<i4"))
-
-
-def upright(image: np.ndarray, orientation: Orientation) -> np.ndarray:
-    """A stored frame [H, W, ...] as displayed (a contiguous copy, or `image` itself for the identity)."""
-    if orientation.is_identity:
-        return image
-    if orientation.transpose:
-        image = image.swapaxes(0, 1)
-    if orientation.flip_rows:
-        image = image[::-1]
-    if orientation.flip_cols:
-        image = image[:, ::-1]
-    return np.ascontiguousarray(image)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -627,7 +504,7 @@ def _open(source: Source, name: str):
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise MediaError(
-            "unreadable_media", f"'{name}' is not a media file FFmpeg can read ({_in_words(exc)})"
+            "unreadable_media", f"'{name}' is not a media file FFmpeg can read ({in_words(exc)})"
         ) from None
 
 

@@ -32,7 +32,7 @@ from typing import Literal, TypeVar
 import numpy as np
 from PIL import Image
 
-from fnac import contract, media, postprocess
+from fnac import contract, images, media, postprocess
 from fnac.postprocess import Box
 
 log = logging.getLogger("fnac.pipeline")
@@ -208,7 +208,7 @@ def _open_frame(image: ImageInput, max_pixels: int, name: str) -> Image.Image:
                 f"image '{name}' has {image.shape[0] * image.shape[1]} pixels; the limit is {max_pixels}",
             )
         return Image.fromarray(np.ascontiguousarray(image), mode="RGB")
-    return media.open_image(image, max_pixels=max_pixels, name=name)
+    return images.open_image(image, max_pixels=max_pixels, name=name)
 
 
 def _load_audio(audio, spec: InputSpec, name: str) -> np.ndarray:

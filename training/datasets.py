@@ -309,7 +309,8 @@ class PairDataset(Dataset):
         return item
 
     def _decode(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-        from fnac.media import decode_audio, decode_clip, decode_image, fit_audio_window
+        from fnac.images import decode_image
+        from fnac.media import decode_audio, decode_clip, fit_audio_window
 
         n = self.config.n_samples
         if sample.video is not None:

@@ -67,7 +67,8 @@ def dataset_pairs(root: str | Path) -> list[tuple[Path, Path]]:
 def load_pair(frame: Path, audio: Path, config) -> tuple[np.ndarray, np.ndarray]:
     """One model input exactly as the service builds it: bicubic-resized frame, centred audio window.
     `config` needs `image_size`, `sample_rate` and `n_samples` (an FNACConfig or the ONNX metadata)."""
-    from fnac.media import decode_audio, decode_image, fit_audio_window, resize_image
+    from fnac.images import decode_image
+    from fnac.media import decode_audio, fit_audio_window, resize_image
 
     image = resize_image(decode_image(frame, name=frame.name), config.image_size)
     wave = decode_audio(audio, sample_rate=config.sample_rate, name=audio.name)

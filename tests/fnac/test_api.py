@@ -34,7 +34,7 @@ def boxes_of(result) -> list[tuple[int, int, int, int]]:
 def clip_path(tmp_path_factory):
     """A 3 s clip of a scene of the bundled model's synthetic benchmark, stored with a rotate tag (as a phone
     does)."""
-    from fnac.media import decode_image
+    from fnac.images import decode_image
     from tests.service.conftest import rotated_copy
     from training.mediafiles import read_wav, write_mp4
     from training.synth import make_synth

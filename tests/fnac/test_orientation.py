@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fnac import media
-from fnac.media import Orientation, orientation_from_matrix, upright
+from fnac.orientation import Orientation, orientation_from_matrix, upright
 from tests.service.conftest import (
     frame_with_square,
     make_clip,

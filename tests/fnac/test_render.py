@@ -1,4 +1,4 @@
-"""The renderer (fnac/render.py): timeline rules, the YUV painter against the PNG overlay, and overlay MP4s
+"""The renderer (fnac/render/): timeline rules, the YUV painter against the PNG overlay, and overlay MP4s
 read back by an independent decoder (the FFmpeg CLI: ffprobe for the streams, ffmpeg for the pixels)."""
 
 from __future__ import annotations

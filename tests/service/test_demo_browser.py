@@ -113,7 +113,7 @@ def _canvas(page) -> np.ndarray:
 
 
 def _expected_map(windows: list[dict], t: float, height: int, width: int) -> tuple[np.ndarray, int]:
-    """The overlay's colours and alpha at `t` by the renderer's rules (fnac/render.py)."""
+    """The overlay's colours and alpha at `t` by the renderer's rules (fnac/render/)."""
     timeline = render.Timeline([_Window(w) for w in windows])
     normalized = postprocess.normalize(postprocess.upsample(timeline.heatmap_at(t), height, width))
     return render.JET_LUT[postprocess.quantize(normalized)], round(255 * timeline.alpha_at(t))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fnac import media
+from fnac import images, media
 from tests.service.conftest import encode_audio, encode_image, make_clip, tone
 
 # ---------------------------------------------------------------------------------------------- images
@@ -21,7 +21,7 @@ def test_decode_image_applies_exif_orientation():
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     data = encode_image(img, "JPEG", quality=95, exif=exif.tobytes())
 
-    decoded = media.decode_image(data)
+    decoded = images.decode_image(data)
 
     assert decoded.shape == (40, 20, 3)  # tall after rotation
     # Clockwise rotation puts the stored left half on top.
@@ -42,7 +42,7 @@ def test_decode_image_applies_exif_orientation():
     ids=["L", "LA", "RGBA", "P", "I16-max", "I16-mid"],
 )
 def test_decode_image_converts_modes_to_rgb(image, expected_value):
-    decoded = media.decode_image(encode_image(image, "PNG"))
+    decoded = images.decode_image(encode_image(image, "PNG"))
     assert decoded.dtype == np.uint8
     assert decoded.shape == (6, 8, 3)
     assert np.all(decoded == expected_value)
@@ -50,7 +50,7 @@ def test_decode_image_converts_modes_to_rgb(image, expected_value):
 
 def test_decode_image_cmyk_jpeg():
     data = encode_image(Image.new("CMYK", (10, 7), (0, 255, 255, 0)), "JPEG", quality=95)  # red in CMYK
-    decoded = media.decode_image(data)
+    decoded = images.decode_image(data)
     assert decoded.shape == (7, 10, 3)
     assert decoded[..., 0].mean() > 200 and decoded[..., 1].mean() < 60
 
@@ -68,12 +68,12 @@ def _png_claiming_size(width: int, height: int) -> bytes:
 def test_decode_image_rejects_bombs_before_decoding():
     started = time.perf_counter()
     with pytest.raises(media.MediaTooLarge) as info:
-        media.decode_image(_png_claiming_size(4000, 3000), max_pixels=10_000_000, name="bomb.png")
+        images.decode_image(_png_claiming_size(4000, 3000), max_pixels=10_000_000, name="bomb.png")
     assert info.value.code == "image_too_large"
     assert "bomb.png" in info.value.message and "4000x3000" in info.value.message
     # Far beyond Pillow's own limit: Pillow refuses at open, still the same typed error.
     with pytest.raises(media.MediaTooLarge) as info:
-        media.decode_image(_png_claiming_size(50_000, 50_000), name="bomb.png")
+        images.decode_image(_png_claiming_size(50_000, 50_000), name="bomb.png")
     assert info.value.code == "image_too_large" and "bomb.png" in info.value.message
     assert time.perf_counter() - started < 1.0
 
@@ -94,7 +94,7 @@ def test_decode_image_rejects_bombs_before_decoding():
 )
 def test_decode_image_errors_are_typed(data, code):
     with pytest.raises(media.MediaError) as info:
-        media.decode_image(data, name="x.jpg")
+        images.decode_image(data, name="x.jpg")
     assert info.value.code == code
     assert "x.jpg" in info.value.message
 
@@ -257,7 +257,7 @@ def test_sweep_can_resize_frames_as_it_decodes():
 
 def test_missing_files_raise_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
-        media.decode_image(tmp_path / "absent.png")
+        images.decode_image(tmp_path / "absent.png")
     with pytest.raises(FileNotFoundError):
         media.decode_audio(tmp_path / "absent.wav", sample_rate=16000)
 
@@ -306,8 +306,8 @@ def test_media_error_survives_pickling():
 def test_decode_image_from_file_object_path(tmp_path):
     path = tmp_path / "frame.png"
     Image.fromarray(np.full((5, 9, 3), 9, np.uint8)).save(path)
-    assert media.decode_image(path).shape == (5, 9, 3)
-    assert media.decode_image(io.BytesIO(path.read_bytes()).getvalue()).shape == (5, 9, 3)
+    assert images.decode_image(path).shape == (5, 9, 3)
+    assert images.decode_image(io.BytesIO(path.read_bytes()).getvalue()).shape == (5, 9, 3)
 
 
 @pytest.mark.parametrize(("channels", "rate"), [(1, 16000), (2, 16000), (2, 44100), (1, 22050)])
@@ -365,7 +365,7 @@ def test_decoder_errors_are_said_in_words(kind):
     calls = {
         "audio": lambda: media.decode_audio(garbage, sample_rate=16000, name="a.wav"),
         "clip": lambda: media.decode_clip(garbage, clip_seconds=3.0, sample_rate=16000, name="c.mp4"),
-        "image": lambda: media.decode_image(garbage, name="i.png"),
+        "image": lambda: images.decode_image(garbage, name="i.png"),
     }
     with pytest.raises(media.MediaError) as info:
         calls[kind]()

@@ -44,7 +44,8 @@ def _write_pair(root, clip_id, seconds=1.0, size=(48, 80), seed=0):
 
 
 def test_vggss_layout_splits_and_items_match_the_service_preprocessing(synth_dir):
-    from fnac.media import decode_audio, decode_image, fit_audio_window, resize_image
+    from fnac.images import decode_image
+    from fnac.media import decode_audio, fit_audio_window, resize_image
 
     train_ids = (synth_dir / "splits" / "train.txt").read_text().split()
     train = open_dataset(synth_dir, CONFIG, "train")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fnac.media import decode_image
+from fnac.images import decode_image
 from model.config import FNACConfig
 from tests.service.conftest import frame_with_square, make_clip, rotated_copy, tone
 from training.datasets import open_dataset

@@ -48,7 +48,7 @@ def test_prepare_writes_frames_and_centred_audio_and_lists_the_failure(videos, t
     # mono 16-bit PCM at 16 kHz: the centred 3 s, or the whole clip when it is shorter
     assert _wav(out / "audio" / "one.wav") == (1, 2, 16000, 48000)
     assert _wav(out / "audio" / "two.wav")[3] == pytest.approx(32000, abs=400)
-    from fnac.media import decode_image
+    from fnac.images import decode_image
 
     frame = decode_image(out / "frames" / "three.jpg")
     assert frame.shape == (48, 64, 3) and abs(float(frame.mean()) - 200) < 6

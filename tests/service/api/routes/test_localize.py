@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fnac import media
+from fnac import images, media
 from tests.service.conftest import (
     TOY_SOUNDING_THRESHOLD,
     TOY_TAU,
@@ -472,7 +472,7 @@ async def test_decoded_inputs_match_the_library(live):
     ).json()
     decoded = media.decode_audio(audio, sample_rate=16000)
     expected_heatmap, expected_score = toy_heatmap(
-        media.resize_image(media.decode_image(image), 28), media.fit_audio_window(decoded, 48000)
+        media.resize_image(images.decode_image(image), 28), media.fit_audio_window(decoded, 48000)
     )
     np.testing.assert_allclose(np.array(body["heatmap"]["values"]), expected_heatmap, atol=1e-4)
     assert body["score"] == pytest.approx(expected_score, abs=1e-5)
