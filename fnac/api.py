@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from fnac import contract, media, pipeline, postprocess, render, schemas
 from fnac.errors import LocalizeError
@@ -24,6 +25,18 @@ from fnac.pipeline import BoxesMode, ImageInput, InputSpec, PostOptions
 from fnac.runtime import ModelRuntime
 
 default_model_path = contract.default_model_path
+
+
+class Request(TypedDict, total=False):
+    """The options of `Localizer.localize` and `Localizer.run` besides the clip (described in `localize`)."""
+
+    image: ImageInput | None
+    audio: media.Source | tuple | None
+    t: float | None
+    stride: float | None
+    boxes: BoxesMode  # default "sounding"
+    box_threshold: float | None
+    ogl: bool | None
 
 
 class Localizer:
@@ -90,17 +103,7 @@ class Localizer:
         )
 
     def localize(
-        self,
-        video: media.Source | None = None,
-        *,
-        image: ImageInput | None = None,
-        audio: media.Source | tuple | None = None,
-        t: float | None = None,
-        stride: float | None = None,
-        boxes: BoxesMode = "sounding",
-        box_threshold: float | None = None,
-        heatmap_png: bool = False,
-        ogl: bool | None = None,
+        self, video: media.Source | None = None, *, heatmap_png: bool = False, **request: Unpack[Request]
     ) -> schemas.LocalizeResponse | schemas.SweepResponse:
         """Where in the frame the sound comes from: in a clip (`video`: a path or the file's bytes), or in a
         still frame + audio (`image`: path, bytes, uint8 [H, W, 3] RGB array or PIL image; `audio`: path,
@@ -113,9 +116,7 @@ class Localizer:
         fused map; True on a model without an object branch is an error).
         """
         started = time.perf_counter()
-        result, (decoded_at, inferred_at) = self._run(
-            video, image, audio, t, stride, boxes, box_threshold, ogl
-        )
+        result, (decoded_at, inferred_at) = self._run(video, request)
         windows = [
             schemas.Localization.from_window(
                 window,
@@ -140,25 +141,14 @@ class Localizer:
             height=result.height,
             timings=timings,
             sounding_threshold=self.sounding_threshold,
-            stride=stride,
+            stride=request.get("stride"),
             duration=result.duration,
         )
 
-    def run(
-        self,
-        video: media.Source | None = None,
-        *,
-        image: ImageInput | None = None,
-        audio: media.Source | tuple | None = None,
-        t: float | None = None,
-        stride: float | None = None,
-        boxes: BoxesMode = "sounding",
-        box_threshold: float | None = None,
-        ogl: bool | None = None,
-    ) -> pipeline.Result:
+    def run(self, video: media.Source | None = None, **request: Unpack[Request]) -> pipeline.Result:
         """`localize` without the JSON form: the pipeline's `Result`, whose windows carry the heatmaps as numpy
         arrays (what a renderer or further numpy work wants)."""
-        return self._run(video, image, audio, t, stride, boxes, box_threshold, ogl)[0]
+        return self._run(video, request)[0]
 
     def render(
         self,
@@ -175,7 +165,9 @@ class Localizer:
         at its displayed size with the heatmap of a window every `stride` seconds, interpolated between them,
         the boxes and a score label, and the clip's audio (the rules in `fnac.render`). `start`/`end`: only
         that stretch, in seconds. The same video `POST /localize?format=mp4` answers."""
-        result, _ = self._run(video, None, None, None, stride, boxes, box_threshold, start=start, end=end)
+        result, _ = self._run(
+            video, Request(stride=stride, boxes=boxes, box_threshold=box_threshold), start=start, end=end
+        )
         limits = render.RenderLimits(max_seconds=self.spec.max_seconds, max_pixels=self.spec.max_pixels)
         return render.render_video(
             video,
@@ -188,20 +180,30 @@ class Localizer:
             name=_name(video, "video"),
         )
 
-    def _run(self, video, image, audio, t, stride, boxes, box_threshold, ogl=None, *, start=None, end=None):
-        options = self.post_options(boxes=boxes, box_threshold=box_threshold, ogl=ogl)
-        decoded = self._decode(video, image, audio, t, stride, start=start, end=end)
+    def _run(self, video, request: Request, *, start=None, end=None):
+        """The pipeline on one request (`start`/`end`: only that stretch, for `render`), with the times decoding
+        and inference finished."""
+        unknown = request.keys() - Request.__optional_keys__
+        if unknown:
+            raise TypeError(f"got an unexpected keyword argument {min(unknown)!r}")
+        options = self.post_options(
+            boxes=request.get("boxes", "sounding"),
+            box_threshold=request.get("box_threshold"),
+            ogl=request.get("ogl"),
+        )
+        decoded = self._decode(video, request, start=start, end=end)
         decoded_at = time.perf_counter()
         heatmaps, scores, objectness = pipeline.run_model(
             self.runtime, decoded.images, decoded.audio, batch_size=self.batch_size
         )
         inferred_at = time.perf_counter()
         result = pipeline.localize_decoded(
-            decoded, heatmaps, scores, options, stride=stride, objectness=objectness
+            decoded, heatmaps, scores, options, stride=request.get("stride"), objectness=objectness
         )
         return result, (decoded_at, inferred_at)
 
-    def _decode(self, video, image, audio, t, stride, *, start=None, end=None) -> pipeline.DecodedInput:
+    def _decode(self, video, request: Request, *, start=None, end=None) -> pipeline.DecodedInput:
+        image, audio, t, stride = (request.get(key) for key in ("image", "audio", "t", "stride"))
         if stride is not None and not stride > 0:
             raise LocalizeError(
                 "invalid_parameter", f"stride must be a positive number of seconds, not {stride}"

@@ -13,8 +13,9 @@ from __future__ import annotations
 import io
 import os
 import struct
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import numpy as np
@@ -23,6 +24,8 @@ from fnac import schemas
 from fnac.errors import LocalizeError
 
 DEFAULT_TIMEOUT = 60.0
+
+LocalizeResult = schemas.LocalizeResponse | schemas.SweepResponse
 
 
 def _file(value, field: str) -> tuple[str, bytes]:
@@ -85,7 +88,7 @@ def _request(video, image, audio, options: dict[str, Any]) -> tuple[dict, dict]:
     return files, data
 
 
-def _answer(response: httpx.Response) -> schemas.LocalizeResponse | schemas.SweepResponse:
+def _answer(response: httpx.Response) -> LocalizeResult:
     if response.status_code != 200:
         try:
             error = schemas.ErrorBody.model_validate(response.json()).error
@@ -103,12 +106,24 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"X-API-Key": api_key} if api_key else {}
 
 
-class Client:
-    """A synchronous client of one FNAC service (`base_url`, e.g. "http://127.0.0.1:8000").
+def _connection_failed(exc: httpx.HTTPError) -> LocalizeError:
+    return LocalizeError("connection_failed", f"{type(exc).__name__}: {exc}")
 
-    `api_key` is sent as X-API-Key; `timeout` in seconds covers each request (uploads of long clips need
-    more than the default); `transport` is passed to httpx (e.g. an ASGI or mock transport in tests).
-    """
+
+def _model_answer(response: httpx.Response) -> dict:
+    if response.status_code != 200:
+        _answer(response)
+    return response.json()
+
+
+Result = TypeVar("Result")
+
+
+class _Service(Generic[Result]):
+    """What both clients share: the connection's settings and the requests; a subclass sends them
+    (`_post_localize`) on its httpx client (`_http_type`)."""
+
+    _http_type: type[httpx.Client] | type[httpx.AsyncClient]
 
     def __init__(
         self,
@@ -116,9 +131,9 @@ class Client:
         api_key: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         *,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
     ):
-        self._http = httpx.Client(
+        self._http = self._http_type(
             base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
         )
 
@@ -134,24 +149,37 @@ class Client:
         box_threshold: float | None = None,
         heatmap_png: bool | None = None,
         ogl: bool | None = None,
-    ) -> schemas.LocalizeResponse | schemas.SweepResponse:
+    ) -> Result:
         """`POST /localize` with a clip (`video`) or a frame + audio; the options are the API's."""
         options = dict(
             t=t, stride=stride, boxes=boxes, box_threshold=box_threshold, heatmap_png=heatmap_png, ogl=ogl
         )
-        files, data = _request(video, image, audio, options)
+        return self._post_localize(*_request(video, image, audio, options))
+
+    def _post_localize(self, files: dict, data: dict) -> Result:
+        raise NotImplementedError
+
+
+class Client(_Service[LocalizeResult]):
+    """A synchronous client of one FNAC service (`base_url`, e.g. "http://127.0.0.1:8000").
+
+    `api_key` is sent as X-API-Key; `timeout` in seconds covers each request (uploads of long clips need
+    more than the default); `transport` is passed to httpx (e.g. an ASGI or mock transport in tests).
+    """
+
+    _http_type = httpx.Client
+    _http: httpx.Client
+
+    def _post_localize(self, files: dict, data: dict) -> LocalizeResult:
         try:
             response = self._http.post("/localize", files=files, data=data)
         except httpx.HTTPError as exc:
-            raise LocalizeError("connection_failed", f"{type(exc).__name__}: {exc}") from None
+            raise _connection_failed(exc) from None
         return _answer(response)
 
     def model(self) -> dict:
         """`GET /v1/model`: what the service runs."""
-        response = self._http.get("/v1/model")
-        if response.status_code != 200:
-            _answer(response)
-        return response.json()
+        return _model_answer(self._http.get("/v1/model"))
 
     def close(self) -> None:
         self._http.close()
@@ -163,51 +191,22 @@ class Client:
         self.close()
 
 
-class AsyncClient:
-    """The asyncio form of `Client`: the same options and results, awaited."""
+class AsyncClient(_Service[Awaitable[LocalizeResult]]):
+    """The asyncio form of `Client`: the same options and results, awaited (`transport`: an async one)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ):
-        self._http = httpx.AsyncClient(
-            base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
-        )
+    _http_type = httpx.AsyncClient
+    _http: httpx.AsyncClient
 
-    async def localize(
-        self,
-        video=None,
-        *,
-        image=None,
-        audio=None,
-        t: float | None = None,
-        stride: float | None = None,
-        boxes: str | None = None,
-        box_threshold: float | None = None,
-        heatmap_png: bool | None = None,
-        ogl: bool | None = None,
-    ) -> schemas.LocalizeResponse | schemas.SweepResponse:
-        """`POST /localize` with a clip (`video`) or a frame + audio; the options are the API's."""
-        options = dict(
-            t=t, stride=stride, boxes=boxes, box_threshold=box_threshold, heatmap_png=heatmap_png, ogl=ogl
-        )
-        files, data = _request(video, image, audio, options)
+    async def _post_localize(self, files: dict, data: dict) -> LocalizeResult:
         try:
             response = await self._http.post("/localize", files=files, data=data)
         except httpx.HTTPError as exc:
-            raise LocalizeError("connection_failed", f"{type(exc).__name__}: {exc}") from None
+            raise _connection_failed(exc) from None
         return _answer(response)
 
     async def model(self) -> dict:
         """`GET /v1/model`: what the service runs."""
-        response = await self._http.get("/v1/model")
-        if response.status_code != 200:
-            _answer(response)
-        return response.json()
+        return _model_answer(await self._http.get("/v1/model"))
 
     async def aclose(self) -> None:
         await self._http.aclose()
