@@ -269,6 +269,16 @@ def encode_image(image: np.ndarray | Image.Image, fmt: str = "PNG", **save_args)
     return buffer.getvalue()
 
 
+def frame_and_tone(
+    width: int, height: int, box: tuple[int, int, int, int], seconds: float
+) -> dict[str, tuple[str, bytes]]:
+    """The multipart files of a frame + audio upload: a white square on black (PNG) and a 16 kHz tone (WAV)."""
+    return {
+        "image": ("frame.png", encode_image(frame_with_square(width, height, box))),
+        "audio": ("tone.wav", encode_audio(tone(seconds, 16000), 16000)),
+    }
+
+
 # ---------------------------------------------------------------------------------------------- orientation
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.service.conftest import encode_audio, encode_image, frame_with_square, serve_app, tone
+from tests.service.conftest import frame_and_tone, serve_app
 
 pytestmark = pytest.mark.anyio
 
@@ -44,10 +44,7 @@ def _sample(text: str, name: str, **labels) -> float:
 
 async def test_metrics_count_requests_batches_and_decode_time(live):
     before = (await live.client.get("/metrics")).text
-    files = {
-        "image": ("a.png", encode_image(frame_with_square(32, 32, (0, 0, 8, 8)))),
-        "audio": ("b.wav", encode_audio(tone(1.0, 16000), 16000)),
-    }
+    files = frame_and_tone(32, 32, (0, 0, 8, 8), seconds=1.0)
     assert (await live.client.post("/localize", files=files)).status_code == 200
     assert (await live.client.post("/localize", files={"nope": ("x", b"1")})).status_code == 422
     after = (await live.client.get("/metrics")).text

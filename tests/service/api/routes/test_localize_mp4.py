@@ -11,16 +11,7 @@ from PIL import Image
 from fnac import render
 from tests.fnac.test_render import as_yuv420, ffmpeg_frames, moving_square_frames, probe
 from tests.service.api.routes.test_localize import assert_error
-from tests.service.conftest import (
-    encode_audio,
-    encode_image,
-    frame_with_square,
-    make_clip,
-    rotated_copy,
-    serve_app,
-    tone,
-    upright_copy,
-)
+from tests.service.conftest import frame_and_tone, make_clip, rotated_copy, serve_app, tone, upright_copy
 
 pytestmark = pytest.mark.anyio
 
@@ -133,10 +124,7 @@ async def test_phone_clip_with_a_rotate_tag_renders_upright(live, degrees, tmp_p
 
 async def test_overlay_video_errors(live, crossing_clip):
     clip = {"video": ("c.mp4", crossing_clip)}
-    pair = {
-        "image": ("f.png", encode_image(frame_with_square(160, 120, (10, 10, 50, 50)))),
-        "audio": ("a.wav", encode_audio(tone(3.0, 16000), 16000)),
-    }
+    pair = frame_and_tone(160, 120, (10, 10, 50, 50), seconds=3.0)
     assert_error(
         await live.client.post("/localize?format=mp4", files=pair), 422, "invalid_parameter", "'video'"
     )
