@@ -32,14 +32,14 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks import experiment
 
 log = logging.getLogger("fnac.fn_control")
 
@@ -87,13 +87,11 @@ def run_training(name: str, command: list[str], args, alone: bool = False) -> fl
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         if (run_dir / "last.pt").is_file():
             command = [*command, "--resume"]
-        env = dict(os.environ)
+        threads = None
         if (args.device or "cpu") == "cpu":  # runs side by side share the cores
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // (1 if alone else args.parallel)))
-        start = time.perf_counter()
-        with open(args.out / "runs" / f"{name}.log", "a") as logfile:
-            code = subprocess.run(command, stdout=logfile, stderr=subprocess.STDOUT, env=env).returncode
-        log.info("%s: exit %d after %.0f s", name, code, time.perf_counter() - start)
+            threads = max(1, (os.cpu_count() or 1) // (1 if alone else args.parallel))
+        code, wall = experiment.run_logged(command, args.out / "runs" / f"{name}.log", threads=threads)
+        log.info("%s: exit %d after %.0f s", name, code, wall)
     if not summary.is_file():
         return float("nan")
     return float(json.loads(summary.read_text())["wall_seconds"])
@@ -262,11 +260,7 @@ def markdown(report: dict) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.fn_control",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = experiment.argument_parser("python -m benchmarks.fn_control", __doc__)
     p.add_argument("-o", "--out", type=Path, required=True, help="work directory (resumable)")
     p.add_argument("--rates", type=float, nargs="+", default=[0.1, 0.3, 0.5], help="in-batch FN rates")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -282,45 +276,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--warmup-epochs", type=int, default=12, help="epochs of the contrastive warm-up")
     p.add_argument("--epochs", type=int, default=4, help="epochs of each arm after the warm-up")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--width", type=int, default=8)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--image-size", type=int, default=64)
+    experiment.add_model_arguments(p, batch_size=32, width=8, dim=64, image_size=64)
     p.add_argument(
         "--clip-seconds",
         type=float,
         default=3.0,
         help="audio window (the audio encoder's cost scales with it)",
     )
-    p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--parallel", type=int, default=2, help="training runs at once")
-    p.add_argument("--synth-workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--probe-batches", type=int, default=8)
+    experiment.add_run_arguments(p, parallel=2, parallel_help="training runs at once")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    args.out.mkdir(parents=True, exist_ok=True)
+    device = experiment.begin(args)
 
-    from benchmarks.science import adjacency_probe, synth
+    from benchmarks.science import adjacency_probe
     from model.config import FNACConfig
-    from training.cache import load_or_build
-    from training.datasets import open_dataset
-    from training.distributed import resolve_device
 
-    device = resolve_device(args.device)
-    data = synth(args.out, args.classes, args)
-    priors = json.loads((data / "priors.json").read_text())
     config = FNACConfig(
         width=args.width, dim=args.dim, image_size=args.image_size, clip_seconds=args.clip_seconds
     )
-    train_set = open_dataset(data, config, "train", train=True)
-    if args.max_samples:  # as `fnac train --max-samples` cuts it, so the runs find this cache
-        train_set.samples = train_set.samples[: args.max_samples]
-    load_or_build(train_set, args.out / "cache", workers=args.synth_workers, progress=False)
+    data, priors = experiment.dataset(args, args.classes, config, max_samples=args.max_samples)
 
     warmup = args.warmup
     if warmup is None:
@@ -369,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         if not np.isfinite(wall) or not (run_dir / "best.pt").is_file():
             log.warning("%s did not finish; left out", name)
             return
-        history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        history = experiment.history(run_dir)
         with scoring:
             scores = score(run_dir / "best.pt", data, batches[rate], args, device)
             runs.append(
@@ -386,8 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         begin = start.result()  # outside the scoring lock, which scoring the start itself needs
         with reporting:  # after every run, so a sweep cut short keeps what it has
             report = summarize(args, list(runs), begin, priors)
-            (args.out / "fn_control.json").write_text(json.dumps(report, indent=1) + "\n")
-            (args.out / "fn_control.md").write_text(markdown(report))
+            experiment.write_report(args.out, "fn_control", report, markdown(report))
 
     # the starting checkpoint is scored while the first runs train
     with ThreadPoolExecutor(max_workers=max(1, args.parallel) + 1) as pool:
@@ -396,8 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             list(runners.map(train_and_score, specs))
     start = start.result()
     report = summarize(args, runs, start, priors)
-    (args.out / "fn_control.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "fn_control.md").write_text(markdown(report))
+    experiment.write_report(args.out, "fn_control", report, markdown(report))
     print(markdown(report))
     return 0
 

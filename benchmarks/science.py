@@ -45,7 +45,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -54,23 +53,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import experiment
+
 log = logging.getLogger("fnac.science")
-
-
-def synth(out: Path, classes: int, args) -> Path:
-    data = out / f"data_k{classes}"
-    if (data / "priors.json").is_file():
-        return data
-    command = [
-        sys.executable, "-m", "fnac", "synth", "-o", str(data), "--preset", "headroom",
-        "--classes", str(classes), "--train", str(args.train), "--val", str(args.val), "--test", str(args.test),
-        "--image-size", str(args.data_image_size), "--workers", str(args.synth_workers), "--seed", "0",
-        "--priors", "--no-negatives",
-    ]  # fmt: skip
-    if args.distractors:  # after --preset, so it overrides the preset's 2-4
-        command += ["--distractors", *map(str, args.distractors)]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return data
 
 
 # Stands for the FNAC weight matched to the run's batch (model.losses.matched_weight) in METHODS.
@@ -167,18 +152,12 @@ def train_one(spec, data: Path, args, epochs: int | None = None) -> dict:
         command[command.index("--epochs") + 1] = str(epochs)
     if (run_dir / "last.pt").is_file():
         command.append("--resume")
-    env = dict(os.environ)
+    threads = None
     if args.parallel > 1 and (args.device or "cpu") == "cpu":  # runs side by side share the cores
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.parallel))
-    start = time.perf_counter()
-    with open(args.out / "runs" / f"{name}.log", "a") as logfile:
-        try:
-            code = subprocess.run(
-                command, stdout=logfile, stderr=subprocess.STDOUT, timeout=args.time_limit, env=env
-            ).returncode
-        except subprocess.TimeoutExpired:
-            code = "time limit"
-    wall = time.perf_counter() - start
+        threads = max(1, (os.cpu_count() or 1) // args.parallel)
+    code, wall = experiment.run_logged(
+        command, args.out / "runs" / f"{name}.log", threads=threads, timeout=args.time_limit
+    )
     log.info("%s: finished (%s) in %.0f s", name, code, wall)
     if summary_path.is_file():  # counts the epochs of earlier attempts and of a shared warm-up too
         wall = json.loads(summary_path.read_text())["wall_seconds"]
@@ -453,11 +432,7 @@ def markdown(report: dict) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.science",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = experiment.argument_parser("python -m benchmarks.science", __doc__)
     p.add_argument(
         "-o", "--out", type=Path, required=True, help="work directory (resumable: finished runs are kept)"
     )
@@ -492,44 +467,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="train each (K, seed)'s contrastive warm-up once and branch every method from it (see above)",
     )
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--width", type=int, default=32)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--image-size", type=int, default=128)
+    experiment.add_model_arguments(p, batch_size=128, width=32, dim=128, image_size=128)
     p.add_argument("--dropout-img", type=float, default=0.0)
-    p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--parallel", type=int, default=1, help="training runs at once (one GPU holds many)")
-    p.add_argument("--synth-workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--time-limit", type=float, help="seconds; a run past it is stopped and its best.pt used")
-    p.add_argument("--probe-batches", type=int, default=8)
+    experiment.add_run_arguments(p, parallel=1, parallel_help="training runs at once (one GPU holds many)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    args.out.mkdir(parents=True, exist_ok=True)
+    device = experiment.begin(args)
 
     from model.config import FNACConfig
-    from training.cache import load_or_build
-    from training.datasets import open_dataset
-    from training.distributed import resolve_device
     from training.evaluate import evaluate
 
-    device = resolve_device(args.device)
     datasets, priors = {}, {}
     for classes in args.classes:
         start = time.perf_counter()
-        datasets[classes] = synth(args.out, classes, args)
-        priors[classes] = json.loads((datasets[classes] / "priors.json").read_text())
         config = FNACConfig(width=args.width, dim=args.dim, image_size=args.image_size)
-        load_or_build(
-            open_dataset(datasets[classes], config, "train", train=True),
-            args.out / "cache",
-            workers=args.synth_workers,
-            progress=False,
-        )
+        datasets[classes], priors[classes] = experiment.dataset(args, classes, config)
         log.info("dataset K=%d ready in %.0f s", classes, time.perf_counter() - start)
 
     specs = run_names(args)
@@ -543,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("%s has no best.pt; left out", name)
             continue
         report, _, _ = evaluate(run_dir / "best.pt", datasets[classes], negatives=False, progress=False)
-        history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        history = experiment.history(run_dir)
         best_epoch = history[-1]["best_epoch"]
         results.append(
             {
@@ -569,8 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         # after every run, so an interrupted analysis keeps what it has
         (args.out / "science.json").write_text(json.dumps(summarize(args, results, priors), indent=1) + "\n")
     report = summarize(args, results, priors)
-    (args.out / "science.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "science.md").write_text(markdown(report))
+    experiment.write_report(args.out, "science", report, markdown(report))
     print(markdown(report))
     return 0
 
