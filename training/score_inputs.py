@@ -4,8 +4,11 @@ the `--shard` split, and decoding one item (`decode_item`, called by both engine
 from __future__ import annotations
 
 import csv
+import multiprocessing
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,3 +201,31 @@ def decode_item(item: Item, job: DecodeJob) -> pipeline.DecodedInput | Failure:
         return Failure("out_of_memory", f"decoding '{item.id}' ran out of memory")
     except Exception as exc:  # a corrupt file can surface as anything from FFmpeg or Pillow
         return Failure("decode_failed", f"{type(exc).__name__}: {exc}")
+
+
+def decoder_crashed(item: Item) -> Failure:
+    """The failure of an item whose decoder killed its process (both engines word it the same way)."""
+    return Failure("decoder_crashed", f"the decoder process died while decoding '{item.id}'")
+
+
+_decoder: ProcessPoolExecutor | None = None  # this process's decoder child, started on first use
+
+
+def decode_isolated(
+    item: Item,
+    job: DecodeJob,
+    decode: Callable[[Item, DecodeJob], pipeline.DecodedInput | Failure] = decode_item,
+) -> pipeline.DecodedInput | Failure:
+    """`decode(item, job)` in a child process kept for the next call: an input that crashes FFmpeg (or anything
+    else that kills its process) gives `decoder_crashed` for that item, and the next call starts a new child.
+    The Ray engine decodes this way, so that such a file is a failure row instead of a task Ray retries until
+    the run stops. `decode` must pickle (a module-level function)."""
+    global _decoder
+    if _decoder is None:
+        _decoder = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        return _decoder.submit(decode, item, job).result()
+    except BrokenProcessPool:
+        _decoder.shutdown(wait=False, cancel_futures=True)
+        _decoder = None
+        return decoder_crashed(item)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fnac import pipeline
 from fnac.runtime import ModelRuntime
-from training.score_inputs import DecodeJob, Failure, Item, decode_item, unique_items
+from training.score_inputs import DecodeJob, Failure, Item, decode_item, decoder_crashed, unique_items
 from training.score_output import JsonlFile
 from training.score_rows import Summary, infer, item_rows, prepare
 
@@ -22,11 +22,8 @@ def _decode_in_order(
     """`decode_item` over `items` with the pipeline's ordered parallel decoding; a decoder that crashes its
     process fails that item (``decoder_crashed``)."""
 
-    def crashed(item: Item) -> Failure:
-        return Failure("decoder_crashed", f"the decoder process died while decoding '{item.id}'")
-
     yield from pipeline.decode_in_order(
-        items, functools.partial(decode_item, job=job), workers=workers, pool=pool, on_crash=crashed
+        items, functools.partial(decode_item, job=job), workers=workers, pool=pool, on_crash=decoder_crashed
     )
 
 

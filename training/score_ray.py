@@ -4,7 +4,8 @@ The driver (this process) finds the items, reads what the output already holds, 
 item; the work runs as two Ray Data stages that call the same per-item steps as the local engine:
 
 1. decode: one CPU task per item (`training.score_inputs.decode_item`: the model inputs and, for overlay PNGs,
-   the frames), retried by Ray when its worker process dies;
+   the frames), run in a child process of the task's worker (`decode_isolated`), so that an input that
+   crashes its decoder is that item's `decoder_crashed` failure row; a task whose worker dies is retried;
 2. model: a pool of `--actors` actors, each with one ONNX Runtime session (its intra-op threads = the actor's
    CPUs; the CUDA provider only on actors given a GPU with `--gpus-per-actor`), running batches of windows;
    an actor that dies is restarted and its batch retried;
@@ -13,9 +14,8 @@ item; the work runs as two Ray Data stages that call the same per-item steps as 
 
 Without `--ray-address` (or ``RAY_ADDRESS``) Ray starts an embedded cluster on this machine for the run.
 Items finish in any order; the driver writes each id once (a duplicate delivery is dropped). A worker process
-that dies (a crash, an OOM kill, a lost node) costs a retry of its task, up to `TASK_RETRIES` times; an input
-that kills its decoder on every try ends the run with a one-line error after that (the items written so far
-stay, a rerun resumes; leave that file out, or score it with the local engine and ``--pool process``).
+that dies (an OOM kill, a lost node) costs a retry of its task, up to `TASK_RETRIES` times; should a task fail
+on every try, the run ends with a one-line error (the items written so far stay, a rerun resumes).
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ from pathlib import Path
 import numpy as np
 
 from fnac.runtime import ModelRuntime
-from training.score_inputs import Failure, Item, ScoreError, decode_item, unique_items
+from training.score_inputs import Failure, Item, ScoreError, decode_isolated, unique_items
 from training.score_output import open_sink
 from training.score_rows import Setup, Summary, infer, item_rows, prepare
 
 log = logging.getLogger("fnac.score")
 
 RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'fnac[scale]'"
-# Retries of a task whose worker process died (a crash, an OOM kill, a lost node). Ray Data's default is to retry
-# forever, which an input that crashes its decoder every time would turn into a hang.
+# Retries of a task whose worker process died (an OOM kill, a lost node). Ray Data's default is to retry forever,
+# which a task that kills its worker every time would turn into a hang.
 TASK_RETRIES = 3
 
 
@@ -95,7 +95,7 @@ class RaySummary(Summary):
 def _decode_stage(row: dict, job) -> dict:
     item = pickle.loads(row["item"])
     started = time.perf_counter()
-    outcome = decode_item(item, job)
+    outcome = decode_isolated(item, job)
     return {
         "id": item.id,
         "payload": pickle.dumps((item, outcome), protocol=5),
