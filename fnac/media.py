@@ -25,6 +25,7 @@ from PIL import Image
 from fnac import contract
 from fnac.errors import LocalizeError
 from fnac.orientation import display_orientation, upright
+from fnac.windows import sweep_count, sweep_span, sweep_times
 
 Source = bytes | str | os.PathLike
 
@@ -234,32 +235,6 @@ def clip_duration(source: Source, *, name: str = "upload") -> float:
         return duration
 
 
-def sweep_times(duration: float, *, clip_seconds: float, stride: float) -> list[float]:
-    """Window centres for a sweep: every `stride` seconds, first and last windows fully inside the clip.
-
-    A clip shorter than one window gives a single window at its middle.
-    """
-    n = sweep_count(duration, clip_seconds=clip_seconds, stride=stride)
-    if duration <= clip_seconds:
-        return [duration / 2]
-    return [round(clip_seconds / 2 + k * stride, 6) for k in range(n)]
-
-
-def sweep_span(
-    duration: float, *, clip_seconds: float, stride: float, start: float = 0.0, end: float | None = None
-) -> tuple[int, int]:
-    """Which of `sweep_times`' windows a stretch [start, end) of the clip needs, as indices [first, stop): every
-    window centred inside it, plus the nearest one before and after (an overlay interpolates between them)."""
-    n = sweep_count(duration, clip_seconds=clip_seconds, stride=stride)
-    if duration <= clip_seconds:
-        return 0, 1
-    end = duration if end is None else end
-    half = clip_seconds / 2
-    first = min(max(0, math.floor((start - half) / stride + 1e-9)), n - 1)
-    stop = min(n, max(0, math.ceil((end - half) / stride - 1e-9)) + 1)
-    return int(first), int(max(stop, first + 1))
-
-
 def check_range(
     start: float | None, end: float | None, duration: float | None, name: str
 ) -> tuple[float, float]:
@@ -279,17 +254,6 @@ def check_range(
             "time_out_of_range", f"end={finish:g} s is past the end of clip '{name}' ({length:.3f} s)"
         )
     return begin, min(finish, length)
-
-
-def sweep_count(duration: float, *, clip_seconds: float, stride: float) -> float:
-    """How many windows `sweep_times` gives (math.inf when too many to count), without building them: check
-    it against a limit first, since a tiny stride would otherwise build billions of times."""
-    if stride <= 0:
-        raise ValueError("stride must be positive")
-    if duration <= clip_seconds:
-        return 1
-    steps = (duration - clip_seconds) / stride + 1e-9
-    return math.floor(steps) + 1 if math.isfinite(steps) else math.inf
 
 
 def decode_clip(

@@ -34,6 +34,7 @@ from PIL import Image
 
 from fnac import contract, images, media, postprocess
 from fnac.postprocess import Box
+from fnac.windows import sweep_count, sweep_times
 
 log = logging.getLogger("fnac.pipeline")
 
@@ -100,7 +101,7 @@ def decode_video(
     name: str = "upload",
 ) -> DecodedInput:
     """A clip: one window at `t` (default the middle) or a sweep every `stride` seconds (with `start`/`end`:
-    only the windows an overlay video of that stretch needs, `media.sweep_span`).
+    only the windows an overlay video of that stretch needs, `fnac.windows.sweep_span`).
 
     `keep_frames` also keeps each window's full-size displayed frame (overlay PNGs); without it only
     model-sized frames are kept, so a long sweep of large frames stays small in memory.
@@ -160,14 +161,14 @@ def decode_image_audio(
     duration = wave.size / spec.sample_rate
     times: list[float | None]
     if stride is not None:
-        n = media.sweep_count(duration, clip_seconds=spec.clip_seconds, stride=stride)
+        n = sweep_count(duration, clip_seconds=spec.clip_seconds, stride=stride)
         if n > spec.max_windows:
             raise media.MediaTooLarge(
                 "too_many_windows",
                 f"a sweep of '{audio_name}' every {stride:g} s gives {n:g} windows; the limit is "
                 f"{spec.max_windows}, use a larger stride",
             )
-        times = list(media.sweep_times(duration, clip_seconds=spec.clip_seconds, stride=stride))
+        times = list(sweep_times(duration, clip_seconds=spec.clip_seconds, stride=stride))
     elif t is not None:
         if t < 0 or t > duration:
             raise media.MediaError(

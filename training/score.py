@@ -16,7 +16,7 @@ always``), ``served_map`` (the map boxes and PNGs come from: ``av``, or ``av_obj
 localization unless ``--no-ogl``), ``heatmap`` (the model's raw h x w map, cosine / tau, rounded; with OGL also
 ``objectness``, the object branch's raw map), ``png`` (when written), ``video`` (with ``--video-out DIR``:
 the clip's overlay MP4 ``DIR/<id>.mp4``, drawn from these windows by `fnac.render`), ``model`` and ``error``. With ``--stride S`` each
-item gives one line per window (every S seconds, see `fnac.media.sweep_times`) with ``window`` and
+item gives one line per window (every S seconds, see `fnac.windows.sweep_times`) with ``window`` and
 ``windows``. An item that cannot be scored gets a line with ``error: {code, message}``: it is recorded, never
 skipped, and the run carries on.
 

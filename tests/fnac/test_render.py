@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from fnac import media, postprocess, render
+from fnac.windows import sweep_times
 from tests.service.conftest import encode_audio, encode_image, make_clip, tone
 
 FPS = 10
@@ -220,7 +221,7 @@ def test_not_sounding_dims_the_map_and_drops_the_boxes():
 
 
 def test_overlay_video_read_back_by_ffmpeg(clip, tmp_path):
-    times = media.sweep_times(4.0, clip_seconds=3.0, stride=0.5)
+    times = sweep_times(4.0, clip_seconds=3.0, stride=0.5)
     assert times == [1.5, 2.0, 2.5]
     windows = heatmap_windows(times, sounding=[True, False, True])
     out = tmp_path / "overlay.mp4"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import malformed
-from fnac import media
+from fnac import media, windows
 from fnac.pipeline import InputSpec, decode_image_audio
 
 SPEC = InputSpec(
@@ -20,7 +20,7 @@ SPEC = InputSpec(
 def test_a_tiny_stride_is_refused_before_any_window_is_built(stride):
     # It used to build the list of (up to 10^300) window times first: a decode worker stuck until its timeout,
     # its memory growing by ~1 GB/s; 5e-324 overflowed math.floor instead.
-    assert media.sweep_count(10.0, clip_seconds=3.0, stride=stride) > 10**8
+    assert windows.sweep_count(10.0, clip_seconds=3.0, stride=stride) > 10**8
     started = time.perf_counter()
     with pytest.raises(media.MediaTooLarge) as raised:
         media.decode_clip_sweep(
@@ -40,10 +40,12 @@ def test_a_tiny_stride_is_refused_before_any_window_is_built(stride):
 
 
 def test_sweep_times_unchanged_for_ordinary_strides():
-    assert media.sweep_times(10.0, clip_seconds=3.0, stride=3.0) == [1.5, 4.5, 7.5]
-    assert media.sweep_count(10.0, clip_seconds=3.0, stride=3.0) == 3
-    assert media.sweep_times(4.0, clip_seconds=3.0, stride=5.0) == [1.5]
-    assert media.sweep_times(2.0, clip_seconds=3.0, stride=1e-300) == [1.0]  # one window whatever the stride
+    assert windows.sweep_times(10.0, clip_seconds=3.0, stride=3.0) == [1.5, 4.5, 7.5]
+    assert windows.sweep_count(10.0, clip_seconds=3.0, stride=3.0) == 3
+    assert windows.sweep_times(4.0, clip_seconds=3.0, stride=5.0) == [1.5]
+    assert windows.sweep_times(2.0, clip_seconds=3.0, stride=1e-300) == [
+        1.0
+    ]  # one window whatever the stride
 
 
 @pytest.mark.parametrize(

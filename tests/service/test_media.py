@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fnac import images, media
+from fnac import images, media, windows
 from tests.service.conftest import encode_audio, encode_image, make_clip, tone
 
 # ---------------------------------------------------------------------------------------------- images
@@ -263,9 +263,9 @@ def test_missing_files_raise_file_not_found(tmp_path):
 
 
 def test_sweep_times():
-    assert media.sweep_times(4.0, clip_seconds=3.0, stride=0.5) == [1.5, 2.0, 2.5]
-    assert media.sweep_times(10.0, clip_seconds=3.0, stride=3.0) == [1.5, 4.5, 7.5]
-    assert media.sweep_times(2.0, clip_seconds=3.0, stride=1.0) == [1.0]
+    assert windows.sweep_times(4.0, clip_seconds=3.0, stride=0.5) == [1.5, 2.0, 2.5]
+    assert windows.sweep_times(10.0, clip_seconds=3.0, stride=3.0) == [1.5, 4.5, 7.5]
+    assert windows.sweep_times(2.0, clip_seconds=3.0, stride=1.0) == [1.0]
 
 
 def test_decode_clip_errors():
