@@ -22,7 +22,8 @@ from tests.service.conftest import encode_audio, encode_image, frame_with_square
 from training.live_server import live_server
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-# The flags from docs/ENVIRONMENT.md; Playwright adds --headless and a fresh --user-data-dir per launch.
+# Chromium as root in a container without a GPU or network: no sandbox, no GPU, no background fetches or first-run
+# work. Playwright adds --headless and a fresh --user-data-dir per launch.
 CHROMIUM_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
