@@ -47,6 +47,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="1280x720", help="render: clip size WxH")
     p.add_argument("--fps", type=int, default=30, help="render: clip frame rate")
     p.add_argument("--stride", type=float, default=0.5, help="render: seconds between windows")
+    p.add_argument(
+        "--scene",
+        choices=["pattern", "handheld"],
+        default="pattern",
+        help="render: the clip's picture. pattern: FFmpeg's testsrc2, mostly still, which x264 skips cheaply "
+        "unless an overlay moves on it (the worst case for the render); handheld: the same pattern panning "
+        "and with sensor-like noise in every frame, as phone footage is",
+    )
     p.add_argument("--rounds", type=int, default=3, help="render: alternating timed rounds")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument(

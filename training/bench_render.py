@@ -1,14 +1,13 @@
 """`fnac bench render`: the overlay MP4 of a clip (`fnac.render.render_video`) against the FFmpeg CLI transcoding
 the same clip with the same encoder settings (`VideoEncoding.ffmpeg_args`), measured side by side in one run.
 
-Both read the same H.264 + AAC source (by default 60 s of 1280x720 at 30 fps, made here with the FFmpeg CLI)
-and write H.264 (libx264, same preset and CRF, yuv420p) + AAC at the same bitrate; both decode and encode with
+Both read the same H.264 + AAC source (by default 60 s of 1280x720 at 30 fps, made here with the FFmpeg CLI;
+`--scene` picks a still test pattern or a hand-held-like one, see `scene_filter`) and write H.264 (libx264, same preset and CRF, yuv420p) + AAC at the same bitrate; both decode and encode with
 FFmpeg's own threads. The rounds alternate (transcode, render, transcode, ...) so that load from other processes
 falls on both alike; the medians are compared. A third render holds the first window's map still for the whole
 clip: the difference to the real render is what the encoder pays for coding a map that changes every frame. The
-sweep that gives the render its windows (decoding every
-window and running the model, stride 0.5 s by default) is timed once and reported beside it, with the end-to-end
-ratio (sweep + render) / transcode.
+sweep that gives the render its windows (decoding every window and running the model, stride 0.5 s by default)
+is timed once and reported beside it, with the end-to-end ratio (sweep + render) / transcode.
 """
 
 from __future__ import annotations
@@ -25,15 +24,41 @@ from pathlib import Path
 
 from fnac import render
 
+SCENES = ("pattern", "handheld")
 
-def make_source(path: Path, *, seconds: float, width: int, height: int, fps: int) -> None:
-    """A test clip with the FFmpeg CLI: moving test pattern, and a tone that pauses for 3 s in every 8 (so the
+
+def scene_filter(scene: str, width: int, height: int, fps: int) -> str:
+    """The FFmpeg lavfi source of a bench clip's picture.
+
+    pattern: `testsrc2`, whose background stands still, so that x264 codes most of the picture as skipped
+    blocks; an overlay whose map moves takes that away, so this is the worst case for the render. handheld: the
+    same pattern, bigger by an eighth, cropped by a window that pans and bobs as a hand-held phone does, with
+    temporal noise as a phone's sensor adds: every block changes in every frame, as in the footage users bring.
+    """
+    if scene == "pattern":
+        return f"testsrc2=size={width}x{height}:rate={fps}"
+    if scene == "handheld":
+        big_w, big_h = (width * 9 // 8) // 2 * 2, (height * 9 // 8) // 2 * 2
+        dx, dy = (big_w - width) // 2, (big_h - height) // 2
+        return (
+            f"testsrc2=size={big_w}x{big_h}:rate={fps},"
+            f"crop={width}:{height}:x='{dx}+{dx}*sin(t/3)':y='{dy}+{dy}*sin(t/2)',"
+            "noise=alls=8:allf=t"
+        )
+    raise ValueError(f"unknown scene {scene!r}; one of {', '.join(SCENES)}")
+
+
+def make_source(
+    path: Path, *, seconds: float, width: int, height: int, fps: int, scene: str = "pattern"
+) -> None:
+    """A test clip with the FFmpeg CLI: the `scene`'s picture, and a tone that pauses for 3 s in every 8 (so the
     render has both sounding and not-sounding stretches)."""
     ffmpeg = _ffmpeg()
     tone = "0.4*sin(2*PI*440*t)*gte(mod(t\\,8)\\,3)"
+    picture = scene_filter(scene, width, height, fps)
     subprocess.run(
         [
-            *(ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}"),
+            *(ffmpeg, "-v", "error", "-y", "-f", "lavfi", "-i", picture),
             *("-f", "lavfi", "-i", f"aevalsrc={tone}|{tone}:s=44100", "-t", f"{seconds:g}"),
             *render.VideoEncoding().ffmpeg_args(),
             str(path),
@@ -79,8 +104,9 @@ def main(args) -> int:
     with tempfile.TemporaryDirectory(prefix="fnac-bench-render-") as folder:
         folder = Path(folder)
         source = folder / "source.mp4"
-        print(f"making a {seconds:g} s {width}x{height} {fps} fps H.264 + AAC clip ...", flush=True)
-        make_source(source, seconds=seconds, width=width, height=height, fps=fps)
+        scene = getattr(args, "scene", "pattern")
+        print(f"making a {seconds:g} s {width}x{height} {fps} fps H.264 + AAC clip ({scene}) ...", flush=True)
+        make_source(source, seconds=seconds, width=width, height=height, fps=fps, scene=scene)
 
         localizer = Localizer(args.model)
         cpu, started = time.process_time(), time.perf_counter()
@@ -115,7 +141,14 @@ def main(args) -> int:
     still_wall = statistics.median(r[0] for r in stills)
     still_cpu = statistics.median(r[1] for r in stills)
     result = {
-        "clip": {"seconds": seconds, "width": width, "height": height, "fps": fps, "stride": args.stride},
+        "clip": {
+            "seconds": seconds,
+            "width": width,
+            "height": height,
+            "fps": fps,
+            "stride": args.stride,
+            "scene": scene,
+        },
         "encoding": render.VideoEncoding().ffmpeg_args(),
         "windows": len(windows),
         "rounds": args.rounds,
@@ -136,7 +169,7 @@ def main(args) -> int:
     }
     print()
     print(
-        f"{seconds:g} s {width}x{height} {fps} fps, {len(windows)} windows (stride {args.stride:g} s), "
+        f"{seconds:g} s {width}x{height} {fps} fps {scene} clip, {len(windows)} windows (stride {args.stride:g} s), "
         f"median of {args.rounds} alternating rounds on {result['cpu']} ({result['cores']} cores)"
     )
     print(f"  {'':34} {'wall s':>8} {'CPU s':>8}")
