@@ -5,8 +5,10 @@ raises its mmap threshold every time a large block is freed, after which blocks 
 arenas instead of fresh mappings. The service has many threads (HTTP, decode dispatch, inference, ONNX
 Runtime's pool) passing buffers of a few hundred KiB (uploads, frames, audio windows, model inputs) between
 them: freed in one arena, allocated in another, the arenas fragment and RSS creeps up without any leak.
-A small fixed number of arenas and a fixed mmap threshold (large blocks are always mapped and go back to the
-system on free) stop the creep; docs/RELIABILITY.md has the measurements.
+A small fixed number of arenas stops the creep. The mmap threshold is fixed too (glibc would otherwise move it
+with every large free), high enough (4 MiB by default) that the per-request blocks come back from the heap:
+mapping them afresh on every request cost a quarter of the server's CPU in page faults. docs/RELIABILITY.md
+has the measurements.
 """
 
 from __future__ import annotations
