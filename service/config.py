@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         description="glibc malloc arenas in the server and decoders (0 = glibc's default, 8 per core)",
     )
     malloc_mmap_threshold_kb: int = Field(
-        4096,
+        1024,
         ge=0,
         description="blocks this large or larger are mmapped and returned on free (0 = glibc's dynamic default); "
         "smaller ones (uploads, frames, audio, model inputs) are reused from the heap, which saves the page "
@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     upload_timeout_s: float = Field(300.0, gt=0, description="longest time to receive a whole request body")
     decode_workers: int = Field(2, ge=1)
     decode_timeout_s: float = Field(30.0, gt=0)
+    decode_max_jobs: int = Field(
+        10_000,
+        ge=0,
+        description="jobs a decode worker answers before a fresh process takes its place, off the request path, "
+        "so the decoders' heaps cannot grow over days (0 = never)",
+    )
     max_clip_seconds: float = Field(300.0, gt=0)
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_windows: int = Field(contract.MAX_WINDOWS_PER_REQUEST, ge=1, description="windows per sweep")

@@ -81,6 +81,7 @@ class _Worker:
         )
         self.process.start()
         child_conn.close()
+        self.jobs = 0  # jobs answered, for recycling
 
     def wait_ready(self, timeout_s: float) -> None:
         """Block until the new process answers a ping (it imports the decoders first), at most `timeout_s`; a
@@ -102,7 +103,10 @@ class _Worker:
 class DecodePool:
     """A fixed number of decode processes; `await pool.run(fn, ...)` runs fn(...) in one of them.
 
-    At most `workers + backlog` jobs may be pending; beyond that `run` raises `PoolBusy` at once.
+    At most `workers + backlog` jobs may be pending; beyond that `run` raises `PoolBusy` at once. With
+    `max_jobs`, a worker that has answered that many jobs is retired between jobs and a fresh process takes its
+    place (as a web server's `max_requests` does): whatever a decoder's heap gathered over thousands of uploads
+    goes with it, so the workers' memory stays bounded however long the server runs.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class DecodePool:
         backlog: int = 64,
         malloc: tuple[int, int] = (0, 0),
         *,
+        max_jobs: int = 0,
         task: str = "decoding the upload",
         timeout_code: str = "decode_timeout",
     ):
@@ -119,6 +124,7 @@ class DecodePool:
         self.timeout_s = timeout_s
         self.task, self.timeout_code = task, timeout_code  # what a job does, for the timeout error
         self.capacity = workers + backlog
+        self.max_jobs = max_jobs  # 0: never retire a worker that works
         self._context = _WorkerContext(malloc)
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fnac-decode")
         self._idle: asyncio.Queue[_Worker] | None = None
@@ -161,7 +167,11 @@ class DecodePool:
             def release(done: asyncio.Future, taken: _Worker = worker) -> None:
                 # The worker goes back only when its job is really over, even if this request was cancelled.
                 ok = not done.cancelled() and done.exception() is None
-                self._idle.put_nowait(done.result()[0] if ok else taken)
+                back = done.result()[0] if ok else taken
+                if self.max_jobs and back.jobs >= self.max_jobs and not self._closed:
+                    self._retire(back)
+                else:
+                    self._idle.put_nowait(back)
 
             job.add_done_callback(release)
             _, outcome = await asyncio.shield(job)
@@ -203,7 +213,9 @@ class DecodePool:
             if not worker.conn.poll(self.timeout_s):
                 return self._replace(worker, "timeout"), ("timeout", None)
             try:
-                return worker, worker.conn.recv()
+                outcome = worker.conn.recv()
+                worker.jobs += 1
+                return worker, outcome
             except (EOFError, OSError):
                 worker = self._replace(worker, "crash")
                 if attempt == 2 or self._closed:
@@ -224,6 +236,33 @@ class DecodePool:
         # Starting a process and importing the decoders is not the upload's time: the job's limit starts after.
         fresh.wait_ready(WORKER_STARTUP_S)
         return fresh
+
+    def _retire(self, worker: _Worker) -> None:
+        """Replace a worker that has done its share, off the request path: the fresh process starts and imports
+        in a thread while the other workers carry on, then takes the old one's place in the idle queue."""
+        from service import metrics
+
+        loop = asyncio.get_running_loop()
+
+        def swap() -> None:
+            fresh = _Worker(self._context)
+            fresh.wait_ready(WORKER_STARTUP_S)
+            self._all = [fresh if w is worker else w for w in self._all]
+            if self._closed:  # close() may have missed the fresh one
+                fresh.kill()
+            else:
+                loop.call_soon_threadsafe(self._idle.put_nowait, fresh)
+            worker.kill()
+
+        def done(future) -> None:
+            if future.exception() is not None and worker in self._all:
+                # No fresh process: the old one carries on (a dead one is replaced by the next job that finds it).
+                log.warning("decode worker could not be recycled: %s", future.exception())
+                self._idle.put_nowait(worker)
+
+        log.info("decode worker pid %s answered %d jobs; recycling it", worker.process.pid, worker.jobs)
+        metrics.DECODE_WORKER_RESTARTS.labels(reason="recycled").inc()
+        loop.run_in_executor(None, swap).add_done_callback(done)
 
     def close(self) -> None:
         self._closed = True

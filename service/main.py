@@ -68,6 +68,7 @@ async def load_service(settings: Settings) -> ServiceState:
         settings.decode_timeout_s,
         backlog=settings.queue_size,
         malloc=(settings.malloc_arena_max, settings.malloc_mmap_threshold_kb),
+        max_jobs=settings.decode_max_jobs,
     )
     await pool.start()
     log.info(

@@ -6,7 +6,7 @@ arenas instead of fresh mappings. The service has many threads (HTTP, decode dis
 Runtime's pool) passing buffers of a few hundred KiB (uploads, frames, audio windows, model inputs) between
 them: freed in one arena, allocated in another, the arenas fragment and RSS creeps up without any leak.
 A small fixed number of arenas stops the creep. The mmap threshold is fixed too (glibc would otherwise move it
-with every large free), high enough (4 MiB by default) that the per-request blocks come back from the heap:
+with every large free), high enough (1 MiB by default) that the per-request blocks come back from the heap:
 mapping them afresh on every request cost a quarter of the server's CPU in page faults. docs/RELIABILITY.md
 has the measurements.
 """

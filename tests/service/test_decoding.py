@@ -174,3 +174,38 @@ async def test_a_fresh_worker_that_cannot_take_the_job_is_kept_not_orphaned(monk
         assert await pool.run(double, 2) == 4
     finally:
         pool.close()
+
+
+async def test_a_worker_that_did_its_share_is_recycled_between_jobs():
+    """With max_jobs, a worker is retired after that many answers and a fresh process takes its place without
+    any job failing or waiting on the start-up; the pool keeps its size and a retired process is gone."""
+    pool = DecodePool(workers=1, timeout_s=5.0, max_jobs=3)
+    await pool.start()  # the start-up ping is the first job
+    try:
+        first = pool.pids()[0]
+        seen = [(await pool.run(identify, i))[0] for i in range(2)]
+        assert seen == [first, first]  # ping + 2 jobs: this worker's share is done
+        later = [(await pool.run(identify, i))[0] for i in range(3)]
+        assert first not in later and len(set(later)) == 1 and pool.pids() == later[:1]
+        assert len(pool._all) == 1
+        for _ in range(50):  # the retired process is killed (and reaped) once its successor is ready
+            try:
+                os.kill(first, 0)
+            except ProcessLookupError:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"the retired worker {first} is still running")
+        assert [(await pool.run(double, 4))] == [8]
+    finally:
+        pool.close()
+
+
+async def test_without_max_jobs_workers_are_kept():
+    pool = DecodePool(workers=1, timeout_s=5.0)
+    await pool.start()
+    try:
+        pids = {(await pool.run(identify, i))[0] for i in range(6)}
+        assert pids == set(pool.pids())
+    finally:
+        pool.close()
