@@ -36,7 +36,7 @@ def open_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: st
                     "image_too_large",
                     f"image in '{name}' is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
                 )
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # in place: an upright picture is not copied
             rgb = _to_rgb(img)
             rgb.load()
             return rgb
