@@ -40,7 +40,7 @@ def _worker_main(conn, malloc: tuple[int, int] = (0, 0)) -> None:
     if any(malloc):
         from service.memory import tune_malloc
 
-        tune_malloc(*malloc)  # decoders free frame-sized blocks all day: keep them mapped, not in the heap
+        tune_malloc(*malloc)  # the server's settings (service/memory.py), before any decoder thread starts
     while True:
         try:
             fn, args, kwargs = conn.recv()

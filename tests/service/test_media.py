@@ -328,6 +328,9 @@ def test_fast_wav_reader_is_sample_identical_to_the_ffmpeg_path(tmp_path, channe
         slow = _decode_audio_stream(container, container.streams.audio[0], 16000, 600.0, "clip.wav")
     assert fast.dtype == np.float32 and np.array_equal(fast, slow)
     assert np.array_equal(read_pcm_wav(path.read_bytes(), 16000), slow)  # uploads: bytes
+    # Both equal the rule written out: s16 / 32768, the mean of the channels (one channel: itself), resampled.
+    mono = (pcm.astype(np.float32) / np.float32(32768)).mean(axis=1, dtype=np.float32)
+    assert np.array_equal(fast, media.resample(mono, rate, 16000))
     assert read_pcm_wav(tmp_path / "clip.mp4", 16000) is None  # anything but .wav goes through FFmpeg
     assert read_pcm_wav(b"RIFF\x00\x00\x00\x00WAVEjunk", 16000) is None  # damaged header: FFmpeg decides
 
