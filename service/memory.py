@@ -7,8 +7,9 @@ Runtime's pool) passing buffers of a few hundred KiB (uploads, frames, audio win
 them: freed in one arena, allocated in another, the arenas fragment and RSS creeps up without any leak.
 A small fixed number of arenas stops the creep. The mmap threshold is fixed too (glibc would otherwise move it
 with every large free), high enough (1 MiB by default) that the per-request blocks come back from the heap:
-mapping them afresh on every request cost a quarter of the server's CPU in page faults. docs/RELIABILITY.md
-has the measurements.
+mapping them afresh on every request cost a quarter of the server's CPU in page faults. At this threshold a
+decode worker's heap still grows slowly, so the workers are recycled (`FNAC_DECODE_MAX_JOBS`,
+service/decoding.py). docs/RELIABILITY.md has the measurements.
 """
 
 from __future__ import annotations
