@@ -209,3 +209,35 @@ async def test_without_max_jobs_workers_are_kept():
         assert pids == set(pool.pids())
     finally:
         pool.close()
+
+
+async def test_a_worker_that_cannot_be_replaced_keeps_working(monkeypatch):
+    """If the fresh process cannot be started, the retiring worker carries on (and is retired later)."""
+    from service import decoding
+
+    pool = DecodePool(workers=1, timeout_s=5.0, max_jobs=2)
+    await pool.start()
+    try:
+        first = pool.pids()[0]
+        started = decoding._Worker.__init__
+
+        def no_process(self, context):
+            raise OSError("cannot start a process now")
+
+        async def back_in_the_pool():  # the failed replacement runs in a thread; wait for its outcome
+            for _ in range(100):
+                if pool._idle.qsize() == 1:
+                    return
+                await asyncio.sleep(0.05)
+            pytest.fail("the worker did not come back to the pool")
+
+        monkeypatch.setattr(decoding._Worker, "__init__", no_process)
+        assert (await pool.run(identify, 1))[0] == first  # its second job: retiring fails, it stays
+        await back_in_the_pool()
+        assert (await pool.run(identify, 2))[0] == first
+        await back_in_the_pool()
+        monkeypatch.setattr(decoding._Worker, "__init__", started)
+        assert (await pool.run(identify, 3))[0] == first  # after this one the retirement succeeds
+        assert (await pool.run(identify, 4))[0] != first and len(pool._all) == 1
+    finally:
+        pool.close()
