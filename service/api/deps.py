@@ -56,18 +56,22 @@ class ServiceState:
             self.render_pool.close()
 
 
-def get_service(request: Request) -> ServiceState:
+# The dependencies are coroutines although they never wait: FastAPI runs a plain function dependency in its
+# thread pool, and a thread hop per dependency costs more CPU than what these functions do.
+
+
+async def get_service(request: Request) -> ServiceState:
     service = getattr(request.app.state, "service", None)
     if service is None:
         raise ApiError(503, "not_ready", "the model is still loading, retry shortly", {"Retry-After": "1"})
     return service
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """401 unless the request carries one of FNAC_API_KEYS (X-API-Key or Authorization: Bearer)."""
     keys = request.app.state.settings.api_keys
     if not keys:
