@@ -297,12 +297,14 @@ def format_table(result: dict) -> str:
         lines += [
             "",
             "CPU ms per request (all threads and processes): the bare model per input, the server (decode "
-            "workers included), the load-generating client",
-            f"{'concurrency':>11} {'batching':>8} {'model':>7} {'server':>7} {'client':>7}",
+            "workers included), own = server - model (the service's own work), the load-generating client",
+            f"{'concurrency':>11} {'batching':>8} {'model':>7} {'server':>7} {'own':>7} {'client':>7}",
         ]
         lines += [
             f"{level['concurrency']:>11} {level['batching']:>8} {level['raw_cpu_ms_per_input']:7.1f} "
-            f"{level['server_cpu_ms_per_request']:7.1f} {level['client_cpu_ms_per_request']:7.1f}"
+            f"{level['server_cpu_ms_per_request']:7.1f} "
+            f"{level['server_cpu_ms_per_request'] - level['raw_cpu_ms_per_input']:7.1f} "
+            f"{level['client_cpu_ms_per_request']:7.1f}"
             for level in cpu_rows
         ]
     return "\n".join(lines)

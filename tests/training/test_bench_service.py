@@ -39,6 +39,12 @@ def test_bench_service_reports_raw_and_both_batching_modes(tiny_onnx_model, tmp_
     for level in result["levels"]:
         assert level["server_cpu_ms_per_request"] > 0 and level["client_cpu_ms_per_request"] > 0
         assert level["raw_cpu_ms_per_input"] > 0
+    # the "own" column is the server's cost minus the model's, as the JSON has them
+    by_row = {(level["concurrency"], level["batching"]): level for level in result["levels"]}
+    for row in cpu_rows:
+        level = by_row[(int(row[0]), row[1])]
+        own = level["server_cpu_ms_per_request"] - level["raw_cpu_ms_per_input"]
+        assert math.isclose(float(row[4]), round(own, 1), abs_tol=0.051), (row, level)
 
 
 def test_missing_model_falls_back_to_an_exported_random_network(tiny_model, tmp_path, monkeypatch):
