@@ -70,16 +70,19 @@ class _Upsampler:
             segments.append((int(where[0]), int(where[-1]) + 1, int(j), high[where][:, None]))
         return cls(upsample_weights(shape[1], size[1]), segments)
 
-    def __call__(self, small: np.ndarray, out: np.ndarray) -> None:
+    def __call__(self, small: np.ndarray, out: np.ndarray, work: np.ndarray | None = None) -> None:
+        """Upsample `small` into `out`. With `work` (float32, at least the size of `out`), `out` may be an integer
+        array: each value is computed in float32 and truncated on the way in, with no float pass over `out`."""
         partial = small.astype(np.float32) @ self.cols.T  # [h, W]
         step = np.diff(partial, axis=0)
         for first, end, j, weight in self.segments:
             target = out[first:end]
             if j < len(step):
-                np.multiply(weight, step[j], out=target)
-                np.add(target, partial[j], out=target)
+                scratch = target if work is None else work[first:end]
+                np.multiply(weight, step[j], out=scratch)
+                np.add(scratch, partial[j], out=target, casting="unsafe")
             else:
-                target[...] = partial[j]
+                np.copyto(target, partial[j], casting="unsafe")
 
 
 class FramePainter:
@@ -121,11 +124,16 @@ class FramePainter:
             scaled = np.full(heatmap.shape, 0.5)
         else:  # normalised, x 255, + 0.5 to round half up below (the weights of each pixel sum to 1)
             scaled = (heatmap - low) * (255.0 / (high - low)) + 0.5
-        for upsample, values, base in zip(self.upsamplers, self._values, self._base, strict=True):
-            upsample(scaled, values)
-            # Chroma sits between luma pixels and can pass the luma grid's extremes slightly.
-            np.clip(values, 0.0, 255.5, out=values)
-            np.copyto(base, values, casting="unsafe")  # truncation after + 0.5: rounding
+        luma_up, chroma_up = self.upsamplers
+        luma, chroma = self._base
+        # Luma: the extremes above are this grid's, so every value lies in [0.5, 255.5] up to float error and
+        # truncation after + 0.5 rounds it; written straight into the integer map, no clipping pass needed.
+        luma_up(scaled, luma, work=self._values[0])
+        # Chroma sits between luma pixels and can pass the luma grid's extremes slightly: clip first.
+        chroma_up(scaled, self._values[1])
+        np.clip(self._values[1], 0.0, 255.5, out=self._values[1])
+        np.copyto(chroma, self._values[1], casting="unsafe")
+        for base in self._base:
             np.left_shift(base, 8, out=base)
         return self._base
 
@@ -174,7 +182,9 @@ class FramePainter:
             planes, out, (luma, chroma, chroma), (*self._work, self._work[1]), self.tables(alpha), strict=True
         ):
             np.bitwise_or(base, plane, out=work)
-            np.take(table, work, out=target)
+            # Every uint16 index is inside the 65,536-entry table, so "wrap" never wraps; it spares take()
+            # the bounds checks and the copy it makes of `out` in its default "raise" mode.
+            np.take(table, work, out=target, mode="wrap")
         for box in boxes:
             self._box(out, box)
 
