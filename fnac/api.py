@@ -214,7 +214,14 @@ class Localizer:
             if image is not None or audio is not None:
                 raise LocalizeError("conflicting_fields", "give either video, or image + audio, not both")
             return pipeline.decode_video(
-                video, self.spec, t=t, stride=stride, start=start, end=end, name=_name(video, "video")
+                video,
+                self.spec,
+                t=t,
+                stride=stride,
+                start=start,
+                end=end,
+                name=_name(video, "video"),
+                frame_threads=True,  # one clip at a time in the caller's process: let FFmpeg use the cores
             )
         if image is None or audio is None:
             missing = (

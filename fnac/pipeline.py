@@ -99,12 +99,14 @@ def decode_video(
     start: float | None = None,
     end: float | None = None,
     name: str = "upload",
+    frame_threads: bool = False,
 ) -> DecodedInput:
     """A clip: one window at `t` (default the middle) or a sweep every `stride` seconds (with `start`/`end`:
     only the windows an overlay video of that stretch needs, `fnac.windows.sweep_span`).
 
     `keep_frames` also keeps each window's full-size displayed frame (overlay PNGs); without it only
-    model-sized frames are kept, so a long sweep of large frames stays small in memory.
+    model-sized frames are kept, so a long sweep of large frames stays small in memory. `frame_threads`: a
+    sweep decodes with FFmpeg's frame threads (`media.decode_clip_sweep`).
     """
     common = dict(
         clip_seconds=spec.clip_seconds,
@@ -123,6 +125,7 @@ def decode_video(
             image_size=resize_while_decoding,
             start=start,
             end=end,
+            frame_threads=frame_threads,
             **common,
         )
     else:

@@ -246,6 +246,17 @@ def test_decode_clip_sweep_windows_in_time_order():
     assert rms == pytest.approx([_expected_rms(w.time) for w in windows], rel=0.05)
 
 
+def test_frame_threaded_sweep_decodes_the_same_windows():
+    clip = _clock_clip()
+    options = dict(stride=0.5, clip_seconds=3.0, sample_rate=16000)
+    plain, duration = media.decode_clip_sweep(clip, **options)
+    threaded, threaded_duration = media.decode_clip_sweep(clip, frame_threads=True, **options)
+    assert threaded_duration == duration and len(threaded) == len(plain) == 3
+    for a, b in zip(plain, threaded, strict=True):
+        assert a.time == b.time and a.frame_size == b.frame_size
+        assert np.array_equal(a.frame, b.frame) and np.array_equal(a.audio, b.audio)
+
+
 def test_sweep_can_resize_frames_as_it_decodes():
     windows, _ = media.decode_clip_sweep(
         _clock_clip(), stride=1.0, clip_seconds=3.0, sample_rate=16000, image_size=28
