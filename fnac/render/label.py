@@ -30,7 +30,8 @@ def _label_box(height: int, width: int) -> tuple[int, int, int, int]:
     size = max(10, round(min(height, width) / 26))
     margin = size // 2
     font = _font(size)
-    widest = max(font.getlength("not sounding") + size, font.getlength(label_text(-0.999, False, -0.999)[1]))
+    state, numbers = label_text(-0.999, False, -0.999)  # the longest label there is
+    widest = max(_spaced_width(state, font, size) + size, _spaced_width(numbers, font, size))
     box_w = min(width - 2 * margin, math.ceil(widest) + 2 * margin)
     box_h = min(height - 2 * margin, round(2.7 * size) + margin)
     return size, margin, max(2, box_w - box_w % 2), max(2, box_h - box_h % 2)
@@ -57,10 +58,8 @@ def label_patch(
     radius = max(2, size // 3)
     dot = (40, 200, 90, 255) if sounding else (150, 150, 150, 255)
     draw.ellipse((margin, first - radius, margin + 2 * radius, first + radius), fill=dot)
-    draw.text(
-        (margin + 2 * radius + size // 3, first), state, font=font, fill=(255, 255, 255, 255), anchor="lm"
-    )
-    draw.text((margin, second), numbers, font=font, fill=(255, 255, 255, 255), anchor="lm")
+    _draw_spaced(draw, (margin + 2 * radius + size // 3, first), state, font, size)
+    _draw_spaced(draw, (margin, second), numbers, font, size)
     rgba = np.asarray(image)
     yuv = colors.from_rgb(rgba[..., :3])
     alpha = rgba[..., 3].astype(np.float64) / 255.0
@@ -77,3 +76,21 @@ def label_patch(
 @cache
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
+
+
+def _word_gap(font, size: int) -> float:
+    # Pillow's default font has a narrow space (2 px at size 10): "not sounding" read as one word.
+    return max(font.getlength(" "), round(0.3 * size))
+
+
+def _spaced_width(text: str, font, size: int) -> float:
+    words = text.split(" ")
+    return sum(font.getlength(word) for word in words) + _word_gap(font, size) * (len(words) - 1)
+
+
+def _draw_spaced(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font, size: int) -> None:
+    """`text` at `xy` (left, middle), its words a readable gap apart."""
+    x, y = xy
+    for word in text.split(" "):
+        draw.text((x, y), word, font=font, fill=(255, 255, 255, 255), anchor="lm")
+        x += font.getlength(word) + _word_gap(font, size)
