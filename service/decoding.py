@@ -231,9 +231,14 @@ class DecodePool:
         log.warning("decode worker pid %s %s; replacing it", worker.process.pid, reason.replace("_", " "))
         metrics.DECODE_WORKER_RESTARTS.labels(reason=reason).inc()
         worker.kill()
+        # Starting a process and importing the decoders is not the upload's time: the job's limit starts after.
+        return self._successor(worker)
+
+    def _successor(self, worker: _Worker) -> _Worker:
+        """Blocking: a fresh process in `worker`'s place in the pool, started and given up to WORKER_STARTUP_S
+        to answer (`worker` itself is left to the caller)."""
         fresh = _Worker(self._context)
         self._all = [fresh if w is worker else w for w in self._all]
-        # Starting a process and importing the decoders is not the upload's time: the job's limit starts after.
         fresh.wait_ready(WORKER_STARTUP_S)
         return fresh
 
@@ -245,9 +250,7 @@ class DecodePool:
         loop = asyncio.get_running_loop()
 
         def swap() -> None:
-            fresh = _Worker(self._context)
-            fresh.wait_ready(WORKER_STARTUP_S)
-            self._all = [fresh if w is worker else w for w in self._all]
+            fresh = self._successor(worker)
             if self._closed:  # close() may have missed the fresh one
                 fresh.kill()
             else:
