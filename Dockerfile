@@ -59,6 +59,12 @@ RUN --mount=type=bind,target=/src,rw \
     --mount=type=cache,target=/root/.cache/pip,sharing=locked \
     set -eu; \
     if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    # A C compiler and Python's headers for the overlay painter's kernel (fnac/render/_blend.c), in this side
+    # stage only: the final image gets the built wheel, not the compiler.
+    include="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"; \
+    dev=""; [ -f "$include/Python.h" ] || dev="python3-dev"; \
+    apt-get update; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev $dev; \
     cd /src; \
     mkdir /wheels; \
     cuda_wheels=""; if [ "$CUDA_WHEELS" = 1 ]; then cuda_wheels="--cuda-wheels"; fi; \
@@ -105,7 +111,8 @@ RUN --mount=type=secret,id=pip_cert \
 
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-deps --no-index /wheels/*.whl \
-    && python -c 'import service.config as c; print("bundled model:", c.DEFAULT_MODEL, "present" if c.DEFAULT_MODEL.is_file() else "MISSING")'
+    && python -c 'import service.config as c; print("bundled model:", c.DEFAULT_MODEL, "present" if c.DEFAULT_MODEL.is_file() else "MISSING")' \
+    && python -c 'from fnac.render import _blend; print("overlay painter: compiled")'
 
 # Listen on all interfaces inside the container; the port follows FNAC_PORT (published with -p).
 ENV FNAC_HOST=0.0.0.0 \

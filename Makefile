@@ -8,14 +8,14 @@ PORT ?= 8000
 .PHONY: serve test lint format bench reliability clean system-deps docker-smoke docker-pins
 
 # Serving environment: the `serve` extra only (no torch), then the service on the bundled default model.
-$(BIN)/.serve-installed: pyproject.toml
+$(BIN)/.serve-installed: pyproject.toml fnac/render/_blend.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[serve]'
 	touch $@
 
 # Test environment: everything (torch stack, ONNX tooling, test tools) plus the Debian packages tests need.
-$(BIN)/.dev-installed: pyproject.toml
+$(BIN)/.dev-installed: pyproject.toml fnac/render/_blend.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

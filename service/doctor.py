@@ -99,7 +99,17 @@ def report(model: str | Path | None = None) -> dict:
         "cuda_libraries": libraries,
         "preloaded": preloaded,
         "model": model_summary(model or Settings().model),
+        "overlay_painter": overlay_painter(),
     }
+
+
+def overlay_painter() -> str:
+    """Which inner loop paints overlay videos: the compiled one, or numpy where the install had no C compiler."""
+    from fnac.render import painter
+
+    if painter._blend is not None:
+        return "compiled (fnac.render._blend)"
+    return "numpy (fnac.render._blend was not built: no C compiler at install; about twice the painting time)"
 
 
 def format_text(data: dict) -> str:
@@ -132,6 +142,7 @@ def format_text(data: dict) -> str:
         ("NVIDIA GPU", gpu_line),
         ("CUDA libraries", libraries or "- (CPU build)"),
         ("default model", model_line),
+        ("overlay painter", data["overlay_painter"]),
     ]
     width = max(len(key) for key, _ in rows)
     lines = [f"{key:<{width}}  {value}" for key, value in rows]

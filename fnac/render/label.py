@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -17,6 +17,12 @@ class LabelPatch:
     top: int
     left: int
     planes: list[tuple[np.ndarray, np.ndarray]]  # per plane: premultiplied-free values and alpha, float
+
+    @cached_property
+    def blend(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per plane, (1 - alpha, values x alpha): a pixel under the patch becomes pixel x the first + the
+        second. Computed once per label, not once per frame."""
+        return [(1.0 - alpha, values * alpha) for values, alpha in self.planes]
 
 
 def label_region(height: int, width: int) -> tuple[int, int, int, int]:

@@ -11,6 +11,11 @@ import numpy as np
 from PIL import Image
 
 from fnac.render.label import LabelPatch
+
+try:  # the compiled inner loop (fnac/render/_blend.c); without it the numpy version below gives the same bytes
+    from fnac.render import _blend
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _blend = None
 from fnac.render.overlay import BOX_COLOR, JET_LUT, BoxLike, box_line_width
 from fnac.render.yuv import ColorMatrix
 
@@ -57,6 +62,8 @@ class _Upsampler:
 
     cols: np.ndarray  # float32 [W, w]
     segments: list[tuple[int, int, int, np.ndarray]]  # (first row, end row, source row j, weight of row j+1)
+    rows: np.ndarray  # int32 [H]: the source row j of each output row (the segments, row by row)
+    weights: np.ndarray  # float32 [H]: the weight of row j+1 in each output row
 
     @classmethod
     def of(cls, shape: tuple[int, int], size: tuple[int, int]) -> _Upsampler:
@@ -68,12 +75,16 @@ class _Upsampler:
         for j in np.unique(low):
             where = np.flatnonzero(low == j)
             segments.append((int(where[0]), int(where[-1]) + 1, int(j), high[where][:, None]))
-        return cls(upsample_weights(shape[1], size[1]), segments)
+        return cls(upsample_weights(shape[1], size[1]), segments, low.astype(np.int32), high)
+
+    def columns(self, small: np.ndarray) -> np.ndarray:
+        """float32 [h, W]: `small` upsampled along the columns, the first of the two passes."""
+        return small.astype(np.float32) @ self.cols.T
 
     def __call__(self, small: np.ndarray, out: np.ndarray, work: np.ndarray | None = None) -> None:
         """Upsample `small` into `out`. With `work` (float32, at least the size of `out`), `out` may be an integer
         array: each value is computed in float32 and truncated on the way in, with no float pass over `out`."""
-        partial = small.astype(np.float32) @ self.cols.T  # [h, W]
+        partial = self.columns(small)  # [h, W]
         step = np.diff(partial, axis=0)
         for first, end, j, weight in self.segments:
             target = out[first:end]
@@ -111,24 +122,23 @@ class FramePainter:
         self._values = [np.empty(shape, np.float32) for shape in shapes]
         self._base = [np.empty(shape, np.uint16) for shape in shapes]
         self._work = [np.empty(shape, np.uint16) for shape in shapes]
+        self._luma_in_range = height >= h and width >= w  # see map_values
+        self.compiled = _blend is not None  # the compiled inner loop; False: the numpy one (same bytes)
 
     def map_values(self, heatmap: np.ndarray) -> list[np.ndarray]:
         """The 8-bit map, round(255 x normalised upsampled heatmap), at luma and at chroma resolution, as
         uint16 shifted left by 8 bits: the row offsets into the blend tables. Valid until the next call."""
-        heatmap = np.asarray(heatmap, dtype=np.float64)
-        corners = self.extreme_rows @ heatmap @ self.extreme_cols.T
-        low, high = float(corners.min()), float(corners.max())
-        if (
-            np.ptp(heatmap) <= 1e-12 or high - low <= 1e-12
-        ):  # flat (e.g. silence): 0, as postprocess.normalize
-            scaled = np.full(heatmap.shape, 0.5)
-        else:  # normalised, x 255, + 0.5 to round half up below (the weights of each pixel sum to 1)
-            scaled = (heatmap - low) * (255.0 / (high - low)) + 0.5
+        scaled = self._scaled(heatmap)
         luma_up, chroma_up = self.upsamplers
         luma, chroma = self._base
-        # Luma: the extremes above are this grid's, so every value lies in [0.5, 255.5] up to float error and
-        # truncation after + 0.5 rounds it; written straight into the integer map, no clipping pass needed.
-        luma_up(scaled, luma, work=self._values[0])
+        if self._luma_in_range:
+            # Luma: the extremes above are this grid's, so every value lies in [0.5, 255.5] up to float error
+            # and truncation after + 0.5 rounds it; written straight into the integer map, no clipping pass.
+            luma_up(scaled, luma, work=self._values[0])
+        else:  # a frame smaller than the map: "upsampling" mixes more than two rows, so clip as for chroma
+            luma_up(scaled, self._values[0])
+            np.clip(self._values[0], 0.0, 255.5, out=self._values[0])
+            np.copyto(luma, self._values[0], casting="unsafe")
         # Chroma sits between luma pixels and can pass the luma grid's extremes slightly: clip first.
         chroma_up(scaled, self._values[1])
         np.clip(self._values[1], 0.0, 255.5, out=self._values[1])
@@ -136,6 +146,18 @@ class FramePainter:
         for base in self._base:
             np.left_shift(base, 8, out=base)
         return self._base
+
+    def _scaled(self, heatmap: np.ndarray) -> np.ndarray:
+        """The small map, scaled so that its upsampled values are 255 x the normalised map + 0.5."""
+        heatmap = np.asarray(heatmap, dtype=np.float64)
+        corners = self.extreme_rows @ heatmap @ self.extreme_cols.T
+        low, high = float(corners.min()), float(corners.max())
+        if (
+            np.ptp(heatmap) <= 1e-12 or high - low <= 1e-12
+        ):  # flat (e.g. silence): 0, as postprocess.normalize
+            return np.full(heatmap.shape, 0.5)
+        # normalised, x 255, + 0.5 to round half up by truncation (the weights of each pixel sum to 1)
+        return (heatmap - low) * (255.0 / (high - low)) + 0.5
 
     def fused(self, heatmap: np.ndarray, objectness: np.ndarray, ogl_alpha: float) -> np.ndarray:
         """A small map whose upsampled, normalised image is `postprocess.fuse_objectness` of the two maps
@@ -177,6 +199,27 @@ class FramePainter:
         boxes: Sequence[BoxLike],
     ) -> None:
         """Blend the map into Y, U, V (`planes`, read) and write the result to `out`; then draw `boxes`."""
+        if self.compiled:
+            self._paint_compiled(planes, out, heatmap, alpha)
+        else:
+            self._paint_numpy(planes, out, heatmap, alpha)
+        for box in boxes:
+            self._box(out, box)
+
+    def _paint_compiled(
+        self, planes: Sequence[np.ndarray], out: Sequence[np.ndarray], heatmap: np.ndarray, alpha: float
+    ) -> None:
+        """`_paint_numpy` in one compiled pass per plane (fnac/render/_blend.c): the same bytes."""
+        scaled = self._scaled(heatmap)
+        luma_up, chroma_up = self.upsamplers
+        partials = (luma_up.columns(scaled), chroma_up.columns(scaled))
+        for k, (plane, target, table) in enumerate(zip(planes, out, self.tables(alpha), strict=True)):
+            upsampler, partial = (luma_up, partials[0]) if k == 0 else (chroma_up, partials[1])
+            _blend.blend_plane(partial, upsampler.rows, upsampler.weights, plane, table, target)
+
+    def _paint_numpy(
+        self, planes: Sequence[np.ndarray], out: Sequence[np.ndarray], heatmap: np.ndarray, alpha: float
+    ) -> None:
         luma, chroma = self.map_values(heatmap)
         for plane, target, base, work, table in zip(
             planes, out, (luma, chroma, chroma), (*self._work, self._work[1]), self.tables(alpha), strict=True
@@ -185,8 +228,6 @@ class FramePainter:
             # Every uint16 index is inside the 65,536-entry table, so "wrap" never wraps; it spares take()
             # the bounds checks and the copy it makes of `out` in its default "raise" mode.
             np.take(table, work, out=target, mode="wrap")
-        for box in boxes:
-            self._box(out, box)
 
     def _box(self, out: Sequence[np.ndarray], box: BoxLike) -> None:
         """A white outline inside the box. Chroma samples take white in proportion to the outline's share of
@@ -209,8 +250,11 @@ class FramePainter:
 
     def label(self, out: Sequence[np.ndarray], patch: LabelPatch) -> None:
         """Composite a label patch (see `label_patch`) at its place."""
-        for k, (values, alpha) in enumerate(patch.planes):
+        for k, (keep, added) in enumerate(patch.blend):
             top, left = (patch.top, patch.left) if k == 0 else (patch.top // 2, patch.left // 2)
-            region = out[k][top : top + values.shape[0], left : left + values.shape[1]]
-            blended = region * (1.0 - alpha) + values * alpha
-            region[...] = np.rint(blended).clip(0, 255).astype(np.uint8)
+            region = out[k][top : top + keep.shape[0], left : left + keep.shape[1]]
+            blended = region * keep
+            blended += added
+            np.rint(blended, out=blended)
+            np.clip(blended, 0, 255, out=blended)
+            region[...] = blended

@@ -292,6 +292,9 @@ def test_doctor_json_on_this_machine_without_torch():
     assert report["verdict"].startswith("CPU only: no NVIDIA GPU visible")
     assert report["packages"]["fnac"] and report["onnxruntime"]["version"]
     assert report["model"]["image_size"] > 0 and "error" not in report["model"]
+    from fnac.render import painter
+
+    assert report["overlay_painter"].startswith("compiled" if painter._blend is not None else "numpy")
 
 
 def test_require_gpu_refuses_to_start_here_in_one_line(toy_onnx_model):
