@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         description="jobs a decode worker answers before a fresh process takes its place, off the request path, "
         "so the decoders' heaps cannot grow over days (0 = never)",
     )
+    decode_shared_mb: float = Field(
+        16.0,
+        ge=0,
+        description="shared memory between the server and each decode worker, through which uploads go in "
+        "and decoded arrays come out (pages are used only as jobs touch them); a job that does not fit, or "
+        "0, goes over the pipe",
+    )
     max_clip_seconds: float = Field(300.0, gt=0)
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_windows: int = Field(contract.MAX_WINDOWS_PER_REQUEST, ge=1, description="windows per sweep")

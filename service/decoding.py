@@ -5,16 +5,27 @@ Decoders (FFmpeg, image codecs) run on untrusted bytes, so they run in separate 
 carries on. Each job has a hard time limit. The jobs are the pipeline's decode stages
 (`fnac.pipeline.decode_video`, `fnac.pipeline.decode_image_audio`), which also do the resizing, so only
 model-sized arrays come back.
+
+Each worker shares a block of memory with the server (`_Arena`): the uploads go in and the decoded arrays come
+out through it, and only small messages cross the pipe. A pipe moves a few hundred kilobytes in many
+64-kilobyte turns between the two processes, each turn a wake-up and two kernel copies; under load that cost
+rivalled the decoding itself. A job whose uploads or results do not fit the block travels over the pipe, as
+every job does where there is no `memfd_create` (not Linux) or with `shared_bytes=0`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import mmap
 import multiprocessing
 import os
+import pickle
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import reduction
 
 from fnac import media
 
@@ -22,6 +33,8 @@ log = logging.getLogger("fnac.decoding")
 
 
 WORKER_STARTUP_S = 60.0  # longest wait for a replacement worker to come up before its job is sent
+SHARED_BYTES = 16 << 20  # shared memory per worker (virtual: pages are taken as jobs first touch them)
+SHARED_MIN_PART = 16 << 10  # smaller uploads ride along with the job's message
 
 
 class DecodeFailed(media.MediaError):
@@ -32,26 +45,166 @@ def ping() -> int:
     return os.getpid()
 
 
+# ---------------------------------------------------------------------------------------------- shared memory
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """Stands in a job's message for an upload placed in the worker's arena."""
+
+    offset: int
+    length: int
+
+
+class _Arena:
+    """A block of memory shared by the server and one worker: an anonymous memfd, mapped by both (the worker
+    gets the descriptor over the pipe). One job at a time uses it, from the job's send to its answer; what is
+    read out of it is copied, so nothing refers to it once the job is over."""
+
+    ALIGN = 64
+
+    def __init__(self, fd: int, size: int):
+        self.fd, self.size = fd, size
+        self.map = mmap.mmap(fd, size)
+
+    @classmethod
+    def create(cls, size: int) -> _Arena | None:
+        """A new arena, or None where shared memory is unavailable (then everything goes over the pipe)."""
+        if size <= 0 or not hasattr(os, "memfd_create"):
+            return None
+        try:
+            fd = os.memfd_create("fnac-decode", os.MFD_CLOEXEC)
+            os.ftruncate(fd, size)
+            return cls(fd, size)
+        except OSError as exc:
+            log.warning("no shared memory for a decode worker (%s); its jobs go over the pipe", exc)
+            return None
+
+    def put(self, parts) -> list[tuple[int, int]] | None:
+        """Copy bytes-like `parts` in, one after another; their (offset, length), or None if they do not fit."""
+        spans, at = [], 0
+        for part in parts:
+            length = memoryview(part).nbytes
+            spans.append((at, length))
+            at += -(-length // self.ALIGN) * self.ALIGN
+        if at > self.size:
+            return None
+        with memoryview(self.map) as view:
+            for part, (offset, length) in zip(parts, spans, strict=True):
+                with memoryview(part) as data:
+                    view[offset : offset + length] = data.cast("B")
+        return spans
+
+    def take(self, spans) -> list[bytearray]:
+        """Copies of the given (offset, length) stretches."""
+        out = []
+        with memoryview(self.map) as view:
+            for offset, length in spans:
+                if offset < 0 or length < 0 or offset + length > self.size:
+                    raise ValueError(f"a stretch [{offset}, {offset + length}) outside the shared memory")
+                out.append(bytearray(view[offset : offset + length]))
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError):  # a reader still holds a view (shutdown): it goes with that
+            self.map.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def _job_message(job, arena: _Arena | None):
+    """The job as sent: uploads (bytes arguments of SHARED_MIN_PART or more) moved into the arena when they
+    fit, each replaced by a `_Shared` marker."""
+    fn, args, kwargs = job
+    if arena is None:
+        return job
+    slots = [("a", i, v) for i, v in enumerate(args)] + [("k", k, v) for k, v in kwargs.items()]
+    big = [(kind, key, v) for kind, key, v in slots if isinstance(v, bytes) and len(v) >= SHARED_MIN_PART]
+    if not big:
+        return job
+    spans = arena.put([v for _, _, v in big])
+    if spans is None:
+        return job
+    args, kwargs = list(args), dict(kwargs)
+    for (kind, key, _), span in zip(big, spans, strict=True):
+        if kind == "a":
+            args[key] = _Shared(*span)
+        else:
+            kwargs[key] = _Shared(*span)
+    return fn, tuple(args), kwargs
+
+
+def _open_job(message, arena_map: mmap.mmap | None):
+    """In the worker: the job with its `_Shared` uploads read back as bytes."""
+    fn, args, kwargs = message
+
+    def resolve(value):
+        if isinstance(value, _Shared):
+            if arena_map is None or value.offset + value.length > len(arena_map):
+                raise RuntimeError("an upload in shared memory that this worker cannot see")
+            with memoryview(arena_map) as view:
+                return bytes(view[value.offset : value.offset + value.length])
+        return value
+
+    return fn, tuple(resolve(v) for v in args), {k: resolve(v) for k, v in kwargs.items()}
+
+
+def _shared_answer(value, arena_map: mmap.mmap | None):
+    """In the worker: the answer with its large arrays written into the arena, ("ok_shared", pickle, spans),
+    or None when there is no arena or they do not fit (the answer then goes over the pipe)."""
+    if arena_map is None:
+        return None
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    if not buffers:
+        return None
+    spans, at = [], 0
+    raws = [b.raw() for b in buffers]
+    for raw in raws:
+        spans.append((at, raw.nbytes))
+        at += -(-raw.nbytes // _Arena.ALIGN) * _Arena.ALIGN
+    if at > len(arena_map):
+        return None
+    with memoryview(arena_map) as view:
+        for raw, (offset, length) in zip(raws, spans, strict=True):
+            view[offset : offset + length] = raw
+    return ("ok_shared", data, spans)
+
+
 # ---------------------------------------------------------------------------------------------- pool
 
 
-def _worker_main(conn, malloc: tuple[int, int] = (0, 0)) -> None:
+def _worker_main(conn, malloc: tuple[int, int] = (0, 0), shared: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent shuts us down
     if any(malloc):
         from service.memory import tune_malloc
 
         tune_malloc(*malloc)  # the server's settings (service/memory.py), before any decoder thread starts
+    arena_map = None
+    if shared:  # the arena's descriptor comes first, before any job
+        try:
+            fd = reduction.recv_handle(conn)
+            arena_map = mmap.mmap(fd, 0)
+            os.close(fd)
+        except (EOFError, OSError):
+            return
     while True:
         try:
-            fn, args, kwargs = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError, KeyboardInterrupt):
             return
         try:
+            fn, args, kwargs = _open_job(message, arena_map)
             outcome = ("ok", fn(*args, **kwargs))
         except media.MediaError as exc:
             outcome = ("media_error", exc)
         except Exception as exc:  # any other decoder failure is still about this upload
             outcome = ("error", f"{type(exc).__name__}: {exc}")
+        if outcome[0] == "ok":
+            try:
+                outcome = _shared_answer(outcome[1], arena_map) or outcome
+            except Exception as exc:  # an answer that cannot be pickled fails below, over the pipe, as before
+                log.debug("answer not shared: %s", exc)
         try:
             conn.send(outcome)
         except (EOFError, OSError):
@@ -62,9 +215,10 @@ class _WorkerContext:
     """The spawn context (never fork a process that runs threads), plus the glibc malloc settings
     (arena_max, mmap_threshold_kb) each worker applies at start (service.memory.tune_malloc)."""
 
-    def __init__(self, malloc: tuple[int, int] = (0, 0)):
+    def __init__(self, malloc: tuple[int, int] = (0, 0), shared_bytes: int = 0):
         self.spawn = multiprocessing.get_context("spawn")
         self.malloc = malloc
+        self.shared_bytes = shared_bytes
 
     def Pipe(self):
         return self.spawn.Pipe()
@@ -76,12 +230,36 @@ class _WorkerContext:
 class _Worker:
     def __init__(self, context: _WorkerContext):
         self.conn, child_conn = context.Pipe()
+        self.arena = _Arena.create(context.shared_bytes)
         self.process = context.Process(
-            target=_worker_main, args=(child_conn, context.malloc), daemon=True, name="fnac-decode"
+            target=_worker_main,
+            args=(child_conn, context.malloc, self.arena is not None),
+            daemon=True,
+            name="fnac-decode",
         )
         self.process.start()
         child_conn.close()
+        if self.arena is not None:
+            # If the process died at once, the first job finds out and replaces it.
+            with contextlib.suppress(OSError):
+                reduction.send_handle(self.conn, self.arena.fd, self.process.pid)
         self.jobs = 0  # jobs answered, for recycling
+
+    def send(self, job) -> None:
+        self.conn.send(_job_message(job, self.arena))
+
+    def receive(self) -> tuple:
+        """The next answer, with any arrays that came through the arena copied out of it."""
+        outcome = self.conn.recv()
+        if outcome[0] == "ok_shared":
+            _, data, spans = outcome
+            if self.arena is None:
+                return ("error", "an answer in shared memory from a worker without any")
+            try:
+                return ("ok", pickle.loads(data, buffers=self.arena.take(spans)))
+            except Exception as exc:
+                return ("error", f"{type(exc).__name__}: {exc}")
+        return outcome
 
     def wait_ready(self, timeout_s: float) -> None:
         """Block until the new process answers a ping (it imports the decoders first), at most `timeout_s`; a
@@ -98,6 +276,8 @@ class _Worker:
             self.process.kill()
         self.process.join(timeout=5)
         self.conn.close()
+        if self.arena is not None:
+            self.arena.close()
 
 
 class DecodePool:
@@ -117,6 +297,7 @@ class DecodePool:
         malloc: tuple[int, int] = (0, 0),
         *,
         max_jobs: int = 0,
+        shared_bytes: int = SHARED_BYTES,
         task: str = "decoding the upload",
         timeout_code: str = "decode_timeout",
     ):
@@ -125,7 +306,7 @@ class DecodePool:
         self.task, self.timeout_code = task, timeout_code  # what a job does, for the timeout error
         self.capacity = workers + backlog
         self.max_jobs = max_jobs  # 0: never retire a worker that works
-        self._context = _WorkerContext(malloc)
+        self._context = _WorkerContext(malloc, shared_bytes)
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fnac-decode")
         self._idle: asyncio.Queue[_Worker] | None = None
         self._all: list[_Worker] = []
@@ -201,11 +382,11 @@ class DecodePool:
             if not worker.process.is_alive():  # died while idle: not this upload's fault
                 worker = self._replace(worker, "died_idle")
             try:
-                worker.conn.send(job)
+                worker.send(job)
             except (OSError, EOFError):
                 worker = self._replace(worker, "died_idle")
                 try:
-                    worker.conn.send(job)
+                    worker.send(job)
                 except (OSError, EOFError):
                     # Hand back the fresh worker, not the dead one: the pool must keep the process it started
                     # (the next job finds it dead and replaces it).
@@ -213,7 +394,7 @@ class DecodePool:
             if not worker.conn.poll(self.timeout_s):
                 return self._replace(worker, "timeout"), ("timeout", None)
             try:
-                outcome = worker.conn.recv()
+                outcome = worker.receive()
                 worker.jobs += 1
                 return worker, outcome
             except (EOFError, OSError):

@@ -69,6 +69,7 @@ async def load_service(settings: Settings) -> ServiceState:
         backlog=settings.queue_size,
         malloc=(settings.malloc_arena_max, settings.malloc_mmap_threshold_kb),
         max_jobs=settings.decode_max_jobs,
+        shared_bytes=round(settings.decode_shared_mb * 2**20),
     )
     await pool.start()
     log.info(

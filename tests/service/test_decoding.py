@@ -241,3 +241,115 @@ async def test_a_worker_that_cannot_be_replaced_keeps_working(monkeypatch):
         assert (await pool.run(identify, 4))[0] != first and len(pool._all) == 1
     finally:
         pool.close()
+
+
+# ---------------------------------------------------------------------------------------------- shared memory
+
+
+def arrays_from(image, audio):
+    """A decode-shaped job: two uploads in, arrays out (a copy of each, and whether they came as bytes)."""
+    import numpy as np
+
+    assert isinstance(image, bytes) and isinstance(audio, bytes)
+    return np.frombuffer(image, np.uint8).copy(), np.frombuffer(audio, np.float32) * 2
+
+
+def wide_arrays_from(image, audio):
+    """`arrays_from` with the audio answered in float64: an answer twice the size of that upload."""
+    pixels, wave = arrays_from(image, audio)
+    return pixels, wave.astype("float64")
+
+
+class _RecordingConnection:
+    """A worker pipe that records the size of every message it carries, pickled as the pipe pickles it."""
+
+    def __init__(self, conn, sizes: list[int]):
+        self.conn, self.sizes = conn, sizes
+
+    def send(self, obj):
+        from multiprocessing.reduction import ForkingPickler
+
+        self.sizes.append(len(ForkingPickler.dumps(obj)))
+        self.conn.send(obj)
+
+    def recv(self):
+        obj = self.conn.recv()
+        from multiprocessing.reduction import ForkingPickler
+
+        self.sizes.append(len(ForkingPickler.dumps(obj)))
+        return obj
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+async def _sizes_of_one_job(shared_bytes: int, image: bytes, audio: bytes, job=arrays_from):
+    import numpy as np
+
+    pool = DecodePool(workers=1, timeout_s=10.0, shared_bytes=shared_bytes)
+    await pool.start()
+    try:
+        sizes: list[int] = []
+        pool._all[0].conn = _RecordingConnection(pool._all[0].conn, sizes)
+        pixels, wave = await pool.run(job, image, audio=audio)
+        np.testing.assert_array_equal(pixels, np.frombuffer(image, np.uint8))
+        np.testing.assert_array_equal(wave, np.frombuffer(audio, np.float32) * 2)
+        assert pixels.flags.writeable and wave.flags.writeable  # the caller owns its arrays
+        pixels[0] = 1  # and they are not views of memory the next job overwrites
+        return sizes
+    finally:
+        pool.close()
+
+
+async def test_uploads_and_arrays_go_through_shared_memory_not_the_pipe():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    audio = rng.standard_normal(60_000).astype(np.float32).tobytes()  # 240 kB
+    sent, answered = await _sizes_of_one_job(1 << 20, image, audio)
+    assert sent < 2_000 and answered < 2_000  # markers and a pickle header, not 540 kB each way
+    sent, answered = await _sizes_of_one_job(0, image, audio)  # shared memory off: the same answer by pipe
+    assert sent > 540_000 and answered > 540_000
+
+
+async def test_jobs_too_large_for_shared_memory_go_over_the_pipe():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, 40_000, dtype=np.uint8).tobytes()
+    audio = rng.standard_normal(50_000).astype(np.float32).tobytes()  # 200 kB
+    # 240 kB of uploads beyond a 128 kB block: the job travels by pipe, and so does its 240 kB answer.
+    sent, answered = await _sizes_of_one_job(128 << 10, image, audio)
+    assert sent > 240_000 and answered > 240_000
+    # 100 kB of uploads fit, a 160 kB answer does not: uploads by shared memory, the answer by pipe.
+    audio = audio[:60_000]
+    sent, answered = await _sizes_of_one_job(128 << 10, image, audio, job=wide_arrays_from)
+    assert sent < 2_000 and answered > 160_000
+    sent, answered = await _sizes_of_one_job(128 << 10, image, audio)  # a 100 kB answer fits
+    assert sent < 2_000 and answered < 2_000
+
+
+async def test_replaced_workers_leave_no_descriptors_or_mappings_behind():
+    """Every worker has its own shared block; a worker killed by a crash or a timeout takes it along."""
+
+    def mappings() -> int:  # shared blocks mapped in this process (other pools of this module included)
+        with open("/proc/self/maps") as maps:
+            return sum("fnac-decode" in line for line in maps)
+
+    before = mappings()
+    pool = DecodePool(workers=1, timeout_s=2.0)
+    await pool.start()
+    try:
+        await pool.run(double, 1)
+        fds = len(os.listdir("/proc/self/fd"))
+        assert mappings() == before + 1
+        for _ in range(3):
+            with pytest.raises(DecodeFailed):
+                await pool.run(crash)
+        assert await pool.run(double, 2) == 4
+        assert len(os.listdir("/proc/self/fd")) == fds
+        assert mappings() == before + 1
+    finally:
+        pool.close()
+    assert mappings() == before
