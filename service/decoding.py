@@ -58,8 +58,9 @@ class _Shared:
 
 class _Arena:
     """A block of memory shared by the server and one worker: an anonymous memfd, mapped by both (the worker
-    gets the descriptor over the pipe). One job at a time uses it, from the job's send to its answer; what is
-    read out of it is copied, so nothing refers to it once the job is over."""
+    gets the descriptor over the pipe). One job at a time uses it, from the job's send to its answer: the
+    server puts the uploads in and the worker takes them; the worker puts the answer's arrays in and the
+    server takes them. What is taken is copied, so nothing refers to the block once the job is over."""
 
     ALIGN = 64
 
@@ -95,14 +96,14 @@ class _Arena:
                     view[offset : offset + length] = data.cast("B")
         return spans
 
-    def take(self, spans) -> list[bytearray]:
-        """Copies of the given (offset, length) stretches."""
+    def take(self, spans, kind=bytearray) -> list:
+        """Copies (`kind`: bytearray, or bytes) of the given (offset, length) stretches."""
         out = []
         with memoryview(self.map) as view:
             for offset, length in spans:
                 if offset < 0 or length < 0 or offset + length > self.size:
                     raise ValueError(f"a stretch [{offset}, {offset + length}) outside the shared memory")
-                out.append(bytearray(view[offset : offset + length]))
+                out.append(kind(view[offset : offset + length]))
         return out
 
     def close(self) -> None:
@@ -134,41 +135,29 @@ def _job_message(job, arena: _Arena | None):
     return fn, tuple(args), kwargs
 
 
-def _open_job(message, arena_map: mmap.mmap | None):
+def _open_job(message, arena: _Arena | None):
     """In the worker: the job with its `_Shared` uploads read back as bytes."""
     fn, args, kwargs = message
 
     def resolve(value):
         if isinstance(value, _Shared):
-            if arena_map is None or value.offset + value.length > len(arena_map):
+            if arena is None:
                 raise RuntimeError("an upload in shared memory that this worker cannot see")
-            with memoryview(arena_map) as view:
-                return bytes(view[value.offset : value.offset + value.length])
+            return arena.take([(value.offset, value.length)], bytes)[0]
         return value
 
     return fn, tuple(resolve(v) for v in args), {k: resolve(v) for k, v in kwargs.items()}
 
 
-def _shared_answer(value, arena_map: mmap.mmap | None):
+def _shared_answer(value, arena: _Arena | None):
     """In the worker: the answer with its large arrays written into the arena, ("ok_shared", pickle, spans),
     or None when there is no arena or they do not fit (the answer then goes over the pipe)."""
-    if arena_map is None:
+    if arena is None:
         return None
     buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-    if not buffers:
-        return None
-    spans, at = [], 0
-    raws = [b.raw() for b in buffers]
-    for raw in raws:
-        spans.append((at, raw.nbytes))
-        at += -(-raw.nbytes // _Arena.ALIGN) * _Arena.ALIGN
-    if at > len(arena_map):
-        return None
-    with memoryview(arena_map) as view:
-        for raw, (offset, length) in zip(raws, spans, strict=True):
-            view[offset : offset + length] = raw
-    return ("ok_shared", data, spans)
+    spans = arena.put([b.raw() for b in buffers]) if buffers else None
+    return None if spans is None else ("ok_shared", data, spans)
 
 
 # ---------------------------------------------------------------------------------------------- pool
@@ -180,12 +169,11 @@ def _worker_main(conn, malloc: tuple[int, int] = (0, 0), shared: bool = False) -
         from service.memory import tune_malloc
 
         tune_malloc(*malloc)  # the server's settings (service/memory.py), before any decoder thread starts
-    arena_map = None
+    arena = None
     if shared:  # the arena's descriptor comes first, before any job
         try:
             fd = reduction.recv_handle(conn)
-            arena_map = mmap.mmap(fd, 0)
-            os.close(fd)
+            arena = _Arena(fd, os.fstat(fd).st_size)
         except (EOFError, OSError):
             return
     while True:
@@ -194,7 +182,7 @@ def _worker_main(conn, malloc: tuple[int, int] = (0, 0), shared: bool = False) -
         except (EOFError, OSError, KeyboardInterrupt):
             return
         try:
-            fn, args, kwargs = _open_job(message, arena_map)
+            fn, args, kwargs = _open_job(message, arena)
             outcome = ("ok", fn(*args, **kwargs))
         except media.MediaError as exc:
             outcome = ("media_error", exc)
@@ -202,7 +190,7 @@ def _worker_main(conn, malloc: tuple[int, int] = (0, 0), shared: bool = False) -
             outcome = ("error", f"{type(exc).__name__}: {exc}")
         if outcome[0] == "ok":
             try:
-                outcome = _shared_answer(outcome[1], arena_map) or outcome
+                outcome = _shared_answer(outcome[1], arena) or outcome
             except Exception as exc:  # an answer that cannot be pickled fails below, over the pipe, as before
                 log.debug("answer not shared: %s", exc)
         try:

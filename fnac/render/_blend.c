@@ -2,7 +2,7 @@
  *
  * fnac/render/painter.py holds the rules and a numpy version of this loop (FramePainter.paint with no
  * compiled kernel); this file does the same arithmetic in one pass over the frame instead of six, with the
- * same float32 operations in the same order, so both give the same bytes (tests/render/test_blend_kernel.py).
+ * same float32 operations in the same order, so both give the same bytes (tests/fnac/test_blend_kernel.py).
  *
  * blend_plane(partial, rows, weights, plane, table, out):
  *   partial  float32 [h, W], C-contiguous: the small map already upsampled along the columns
