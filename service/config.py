@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     decode_shared_mb: float = Field(
         16.0,
         ge=0,
-        description="shared memory between the server and each decode worker, through which uploads go in "
+        description="shared memory between the server and each decode (and render) worker, through which uploads go in "
         "and decoded arrays come out (pages are used only as jobs touch them); a job that does not fit, or "
         "0, goes over the pipe",
     )

@@ -43,6 +43,7 @@ class ServiceState:
                     settings.render_workers,
                     settings.render_timeout_s,
                     backlog=settings.queue_size,
+                    shared_bytes=round(settings.decode_shared_mb * 2**20),
                     task="rendering the overlay video",
                     timeout_code="render_timeout",
                 )
