@@ -18,8 +18,8 @@ set exactly (`fnac train --fn-rate R`, training/sampler.py). Protocol:
    precision of the single highest entry.
 
 Means over seeds with standard errors (std / √n); the paired difference FNAC − contrastive by seed.
-Writes into the output folder OUT, not into the repository: fn_control.json (every number), fn_control.md (the
-tables, generated), runs/<name>/ with a log each.
+Writes into the output folder OUT, not into the repository: a JSON report with every number and the same
+tables in Markdown beside it (`experiment.write_report`, stem "fn_control"), and runs/<name>/ with a log each.
 Resumable: finished runs are kept.
 
     python -m benchmarks.fn_control -o OUT [--rates 0.1 0.3 0.5] [--seeds 0 1 2] [--classes 10]

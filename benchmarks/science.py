@@ -23,8 +23,8 @@ median threshold and blind to a map's overall shape):
   the distractor's box with the swapped audio, and (the audio-blind reference, what a map that ignores the
   audio scores) with the scene's own audio.
 
-Writes into the output folder OUT, not into the repository: science.json (every number), science.md (the table,
-generated), runs/<name>/ and data_k<K>/.
+Writes into the output folder OUT, not into the repository: a JSON report with every number and the table in
+Markdown beside it (`experiment.write_report`, stem "science"), runs/<name>/ and data_k<K>/.
 Runs go in parallel (`--parallel`), sharing one decode cache per dataset (`fnac train --cache-dir`).
 
 `--shared-warmup`: FNAC's warm-up epochs are contrastive only, the very computation of the baseline with the

@@ -11,13 +11,13 @@ import numpy as np
 from PIL import Image
 
 from fnac.render.label import LabelPatch
+from fnac.render.overlay import BOX_COLOR, JET_LUT, BoxLike, box_line_width
+from fnac.render.yuv import ColorMatrix
 
 try:  # the compiled inner loop (fnac/render/_blend.c); without it the numpy version below gives the same bytes
     from fnac.render import _blend
 except ImportError:  # pragma: no cover - a build without a C compiler
     _blend = None
-from fnac.render.overlay import BOX_COLOR, JET_LUT, BoxLike, box_line_width
-from fnac.render.yuv import ColorMatrix
 
 _ALPHA_STEPS = 40  # the video's alpha is rounded to 1/40 (0.5 and 0.2 exactly): blend tables cached per step
 
@@ -123,7 +123,6 @@ class FramePainter:
         self._base = [np.empty(shape, np.uint16) for shape in shapes]
         self._work = [np.empty(shape, np.uint16) for shape in shapes]
         self._luma_in_range = height >= h and width >= w  # see map_values
-        self.compiled = _blend is not None  # the compiled inner loop; False: the numpy one (same bytes)
 
     def map_values(self, heatmap: np.ndarray) -> list[np.ndarray]:
         """The 8-bit map, round(255 x normalised upsampled heatmap), at luma and at chroma resolution, as
@@ -199,7 +198,7 @@ class FramePainter:
         boxes: Sequence[BoxLike],
     ) -> None:
         """Blend the map into Y, U, V (`planes`, read) and write the result to `out`; then draw `boxes`."""
-        if self.compiled:
+        if _blend is not None:
             self._paint_compiled(planes, out, heatmap, alpha)
         else:
             self._paint_numpy(planes, out, heatmap, alpha)
@@ -212,9 +211,10 @@ class FramePainter:
         """`_paint_numpy` in one compiled pass per plane (fnac/render/_blend.c): the same bytes."""
         scaled = self._scaled(heatmap)
         luma_up, chroma_up = self.upsamplers
-        partials = (luma_up.columns(scaled), chroma_up.columns(scaled))
-        for k, (plane, target, table) in enumerate(zip(planes, out, self.tables(alpha), strict=True)):
-            upsampler, partial = (luma_up, partials[0]) if k == 0 else (chroma_up, partials[1])
+        luma, chroma = (luma_up, luma_up.columns(scaled)), (chroma_up, chroma_up.columns(scaled))
+        for plane, target, table, (upsampler, partial) in zip(
+            planes, out, self.tables(alpha), (luma, chroma, chroma), strict=True
+        ):
             _blend.blend_plane(partial, upsampler.rows, upsampler.weights, plane, table, target)
 
     def _paint_numpy(
